@@ -1,0 +1,101 @@
+"""Detector protocol and the name -> factory registry.
+
+A detector is built from keyword arguments (the config section for its kind,
+as a plain dict), and `detect(frame)` must never raise on an empty, tiny,
+grayscale, huge or non-contiguous image: it returns a (possibly empty)
+`Detections` instead.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Any, Callable, Protocol, runtime_checkable
+
+import numpy as np
+
+from core.types import Detections, Frame
+
+log = logging.getLogger("vigil.detectors")
+
+
+class DetectorError(RuntimeError):
+    """A detector could not be built (missing model file, bad parameter...)."""
+
+
+@runtime_checkable
+class Detector(Protocol):
+    name: str
+    class_names: list[str]
+
+    def detect(self, frame: Frame | np.ndarray) -> Detections: ...
+
+
+# name -> "module:Class"; imported lazily so that importing detectors/ has no side effects
+_REGISTRY: dict[str, str] = {
+    "none": "detectors.base:NullDetector",
+    "haar": "detectors.haar:HaarDetector",
+    "hog": "detectors.hog:HogDetector",
+    "yolo": "detectors.yolo:YoloDetector",
+    "text": "detectors.text:TextDetector",
+    "motion": "detectors.motion:MotionDetector",
+}
+
+
+def register(name: str, target: str) -> None:
+    _REGISTRY[name] = target
+
+
+def names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def factory(name: str) -> Callable[..., Detector]:
+    if name not in _REGISTRY:
+        raise DetectorError(f"unknown detector {name!r}; known: {', '.join(names())}")
+    mod, cls = _REGISTRY[name].split(":")
+    return getattr(importlib.import_module(mod), cls)
+
+
+def build(name: str, params: dict[str, Any] | None = None) -> Detector:
+    """Build a detector by registry name with its config section as kwargs."""
+    return factory(name)(**(params or {}))
+
+
+def as_bgr(image: np.ndarray | Frame) -> np.ndarray | None:
+    """Normalise any input image to a contiguous (H,W,3) uint8 BGR array, or None if unusable."""
+    img = image.image if isinstance(image, Frame) else image
+    if not isinstance(img, np.ndarray) or img.size == 0:
+        return None
+    if img.dtype != np.uint8:
+        if not np.issubdtype(img.dtype, np.number):
+            return None
+        img = np.clip(np.nan_to_num(img), 0, 255).astype(np.uint8)
+    if img.ndim == 2:
+        img = np.repeat(img[:, :, None], 3, axis=2)
+    elif img.ndim == 3 and img.shape[2] == 1:
+        img = np.repeat(img, 3, axis=2)
+    elif img.ndim == 3 and img.shape[2] == 4:
+        img = img[:, :, :3]
+    if img.ndim != 3 or img.shape[2] != 3 or img.shape[0] == 0 or img.shape[1] == 0:
+        return None
+    return np.ascontiguousarray(img)
+
+
+def frame_meta(image: np.ndarray | Frame) -> tuple[int, float]:
+    if isinstance(image, Frame):
+        return image.seq, image.ts
+    return -1, float("nan")
+
+
+class NullDetector:
+    """Finds nothing (for pipelines that only track or show the stream)."""
+
+    name = "none"
+    class_names: list[str] = []
+
+    def __init__(self, **_: Any) -> None:
+        pass
+
+    def detect(self, frame: Frame | np.ndarray) -> Detections:
+        seq, ts = frame_meta(frame)
+        return Detections.empty(seq, ts)
