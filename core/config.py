@@ -1,0 +1,409 @@
+"""The configuration schema (pydantic v2) and its loader.
+
+Every section forbids unknown keys and every value has a type and bounds, so a
+typo fails at startup with the file, the key path and what was expected,
+instead of on the first frame.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional
+
+import yaml
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
+
+from core.uri import parse_source_uri
+
+__all__ = ["VigilConfig", "ConfigError", "load_config", "parse_config", "format_loc"]
+
+
+class ConfigError(Exception):
+    """A configuration problem, with a message meant for a person (no traceback)."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+PosInt = Annotated[int, Field(ge=1)]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+Point = Annotated[list[float], Field(min_length=2, max_length=2)]
+Size2 = Annotated[list[Annotated[int, Field(ge=1, le=10000)]], Field(min_length=2, max_length=2)]
+
+
+# ---------------------------------------------------------------- server
+class ServerConfig(Section):
+    host: str = Field("127.0.0.1", description="address to bind; a public address without a token prints a warning")
+    port: int = Field(8080, ge=0, le=65535, description="TCP port; 0 picks a free one")
+    token: Optional[Annotated[str, Field(min_length=8, max_length=256)]] = Field(
+        None, description="access token; 'env:NAME' reads it from an environment variable")
+    threads: int = Field(48, ge=4, le=1024, description="WSGI worker threads; each open MJPEG viewer holds one")
+    jpeg_quality: int = Field(80, ge=10, le=100)
+    stream_timeout_s: float = Field(1.0, gt=0, le=30, description="viewer wait before a keepalive check")
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        if v in ("localhost", "0.0.0.0", "::"):
+            return v
+        try:
+            ipaddress.ip_address(v)
+        except ValueError:
+            if not v or len(v) > 253 or any(c.isspace() for c in v):
+                raise ValueError(f"not an IP address or host name: {v!r}") from None
+        return v
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, v: Optional[str]) -> Optional[str]:
+        if v and v.startswith("env:"):
+            name = v[4:]
+            val = os.environ.get(name)
+            if not val:
+                raise ValueError(f"environment variable {name!r} named by the token is not set")
+            return val
+        return v
+
+
+class PathsConfig(Section):
+    models: str = Field("models", description="model cache folder (assets)")
+    samples: str = Field("samples", description="sample clip cache folder (assets)")
+    data: str = Field("var", description="events database, snapshots and clips")
+
+
+# ---------------------------------------------------------------- detectors
+class HaarConfig(Section):
+    cascade: str = Field("frontalface_default", description="cascade short name from cv2.data.haarcascades or an XML path")
+    scale_factor: float = Field(1.1, ge=1.01, le=2.0)
+    min_neighbors: int = Field(4, ge=0, le=50)
+    min_size: Size2 = Field(default_factory=lambda: [24, 24])
+    max_size: Optional[Size2] = None
+    equalize: bool = True
+    nested: Optional[str] = Field(None, description="cascade searched inside each box (e.g. eye)")
+    nested_required: bool = False
+
+
+class HogConfig(Section):
+    win_stride: Size2 = Field(default_factory=lambda: [8, 8])
+    padding: Size2 = Field(default_factory=lambda: [8, 8])
+    scale: float = Field(1.05, ge=1.01, le=2.0)
+    hit_threshold: float = Field(0.0, ge=-5.0, le=5.0)
+    upscale: float = Field(1.5, ge=1.0, le=4.0, description="people below 128 px tall need 1.5-2x")
+    nms_iou: Fraction = 0.4
+    score_threshold: float = Field(0.0, ge=-5.0, le=10.0)
+    tighten: bool = True
+
+
+class YoloConfig(Section):
+    model: str = Field("models/yolov3-tiny.onnx", description=".onnx, or a Darknet .weights with cfg")
+    cfg: Optional[str] = None
+    names: Optional[str] = None
+    input_size: int = Field(416, ge=128, le=1280, multiple_of=32)
+    conf_threshold: Fraction = 0.25
+    nms_iou: Fraction = 0.45
+    classes: list[str] = Field(default_factory=list, description="class names to keep; empty keeps all")
+    letterbox: bool = True
+    providers: Literal["auto", "cpu", "cuda"] = "auto"
+    intra_op_threads: int = Field(0, ge=0, le=64)
+    inter_op_threads: int = Field(0, ge=0, le=64)
+
+
+class TextConfig(Section):
+    box_detector: Literal["dbnet", "east"] = "dbnet"
+    model: Optional[str] = Field(None, description="DBNet .onnx (default from assets) or EAST .pb/.onnx (user supplied)")
+    limit_side: int = Field(960, ge=32, le=4096, multiple_of=32)
+    det_threshold: Fraction = 0.3
+    box_threshold: Fraction = 0.5
+    unclip_ratio: float = Field(1.5, ge=1.0, le=4.0)
+    min_box_size: int = Field(3, ge=1, le=1000)
+    max_candidates: int = Field(1000, ge=1, le=10000)
+    east_confidence: Fraction = 0.5
+    east_nms_iou: Fraction = 0.4
+    east_input: Size2 = Field(default_factory=lambda: [320, 320])
+    recognize: bool = True
+    lang: str = Field("eng", pattern=r"^[a-z_+]{3,40}$")
+    psm: int = Field(7, ge=0, le=13)
+    min_text_confidence: float = Field(0.0, ge=0, le=100)
+    tessdata: Optional[str] = None
+    providers: Literal["auto", "cpu", "cuda"] = "auto"
+    intra_op_threads: int = Field(0, ge=0, le=64)
+
+
+class MotionConfig(Section):
+    method: Literal["mog2", "knn"] = "mog2"
+    history: int = Field(300, ge=10, le=10000)
+    var_threshold: float = Field(16.0, gt=0, le=1000)
+    detect_shadows: bool = False
+    learning_rate: float = Field(-1.0, ge=-1.0, le=1.0)
+    blur: int = Field(5, ge=0, le=31)
+    kernel: int = Field(5, ge=1, le=31)
+    min_area: int = Field(200, ge=1, le=10_000_000)
+    max_area: Optional[int] = Field(None, ge=1)
+    warmup_frames: int = Field(10, ge=0, le=10000)
+    downscale: float = Field(1.0, ge=1.0, le=8.0)
+
+
+class DetectorsConfig(Section):
+    haar: HaarConfig = Field(default_factory=HaarConfig)
+    hog: HogConfig = Field(default_factory=HogConfig)
+    yolo: YoloConfig = Field(default_factory=YoloConfig)
+    text: TextConfig = Field(default_factory=TextConfig)
+    motion: MotionConfig = Field(default_factory=MotionConfig)
+
+
+DetectorName = Literal["none", "haar", "hog", "yolo", "text", "motion"]
+
+
+# ---------------------------------------------------------------- tracker
+class TrackerConfig(Section):
+    min_hits: int = Field(3, ge=1, le=100)
+    max_age_s: float = Field(1.0, gt=0, le=600, description="coast this long without a detection, then lost")
+    iou_gate: Fraction = 0.3
+    appearance: bool = True
+    dhash_threshold: int = Field(12, ge=0, le=64)
+    appearance_weight: Fraction = 0.3
+    reid_window_s: float = Field(5.0, ge=0, le=3600)
+    trail_length: int = Field(32, ge=0, le=1000)
+    max_tracks: int = Field(1000, ge=1, le=100000)
+
+
+# ---------------------------------------------------------------- exposure
+class ExposureConfig(Section):
+    mode: Literal["ema", "window"] = "ema"
+    alpha: float = Field(0.05, ge=0.001, le=1.0)
+    window: int = Field(50, ge=2, le=1000)
+    trails: bool = True
+    trails_weight: Fraction = 0.5
+
+
+# ---------------------------------------------------------------- events
+class WebhookConfig(Section):
+    url: str
+    timeout_s: float = Field(5.0, gt=0, le=120)
+    max_queue: int = Field(1000, ge=1, le=1_000_000)
+    retries: int = Field(5, ge=0, le=100)
+    kinds: list[str] = Field(default_factory=list, description="event kinds to send; empty sends all")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not (v.startswith("http://") or v.startswith("https://")) or len(v) < 10:
+            raise ValueError(f"webhook url must be http:// or https://, got {v!r}")
+        return v
+
+
+class EventsConfig(Section):
+    db: str = Field("events.sqlite3", description="SQLite file, relative to paths.data")
+    retention_days: float = Field(30.0, gt=0, le=3650)
+    retention_mb: float = Field(500.0, gt=0, le=1_000_000)
+    snapshots: bool = True
+    webhooks: list[WebhookConfig] = Field(default_factory=list)
+
+
+# ---------------------------------------------------------------- cameras
+class ZoneConfig(Section):
+    name: str = Field(min_length=1, max_length=64)
+    points: list[Point] = Field(min_length=3, max_length=256)
+    normalized: bool = Field(False, description="points in 0..1 of the frame size")
+    classes: list[str] = Field(default_factory=list, description="classes counted; empty counts all")
+
+    @model_validator(mode="after")
+    def _norm(self) -> "ZoneConfig":
+        _check_points(self.points, self.normalized)
+        return self
+
+
+class LineConfig(Section):
+    name: str = Field(min_length=1, max_length=64)
+    points: list[Point] = Field(min_length=2, max_length=2, description="[[x1,y1],[x2,y2]]; 'in' is crossing to the left of p1->p2")
+    normalized: bool = False
+    hysteresis_px: float = Field(6.0, ge=0, le=1000)
+    confirm_frames: int = Field(3, ge=1, le=100)
+    classes: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _norm(self) -> "LineConfig":
+        _check_points(self.points, self.normalized)
+        if self.points[0] == self.points[1]:
+            raise ValueError("line points must differ")
+        return self
+
+
+def _check_points(points: list[list[float]], normalized: bool) -> None:
+    for p in points:
+        for v in p:
+            if v != v or v in (float("inf"), float("-inf")):
+                raise ValueError("points must be finite")
+            if normalized and not (0.0 <= v <= 1.0):
+                raise ValueError(f"normalized point value {v} is outside 0..1")
+            if not normalized and not (-100000 <= v <= 100000):
+                raise ValueError(f"point value {v} is out of range")
+
+
+class ReconnectConfig(Section):
+    initial_backoff_s: float = Field(0.25, gt=0, le=60)
+    max_backoff_s: float = Field(2.0, gt=0, le=600)
+    max_attempts: int = Field(0, ge=0, le=1_000_000, description="0 retries forever, else FAILED after this many")
+    jitter: Fraction = 0.2
+    stall_timeout_s: float = Field(2.0, ge=0.1, le=600, description="STALLED after max(this, 5 frame intervals)")
+
+    @model_validator(mode="after")
+    def _order(self) -> "ReconnectConfig":
+        if self.max_backoff_s < self.initial_backoff_s:
+            raise ValueError("max_backoff_s must be >= initial_backoff_s")
+        return self
+
+
+class ResizeConfig(Section):
+    width: Optional[int] = Field(None, ge=16, le=8192)
+    height: Optional[int] = Field(None, ge=16, le=8192)
+
+
+class CameraConfig(Section):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
+                      description="used in URLs: letters, digits, _ and -")
+    source: str
+    enabled: bool = True
+    backend: Literal["auto", "opencv", "pyav"] = "auto"
+    loop: bool = Field(True, description="loop files shown live")
+    fps: Optional[float] = Field(None, gt=0, le=240, description="pace override for files")
+    detector: DetectorName = "yolo"
+    detect_every: int = Field(1, ge=1, le=1000, description="run the detector on every Nth frame")
+    gate: Literal["none", "motion"] = "none"
+    resize: Optional[ResizeConfig] = None
+    open_timeout_s: float = Field(5.0, gt=0, le=120)
+    read_timeout_s: float = Field(5.0, gt=0, le=120)
+    reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig)
+    synthetic: dict[str, Any] = Field(default_factory=dict, description="scene parameters for synthetic: sources")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    zones: list[ZoneConfig] = Field(default_factory=list, max_length=64)
+    lines: list[LineConfig] = Field(default_factory=list, max_length=64)
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str) -> str:
+        parsed = parse_source_uri(v)
+        if parsed.kind == "file" and not Path(parsed.target).is_file():
+            raise ValueError(f"video file not found: {parsed.target}")
+        return v
+
+    @model_validator(mode="after")
+    def _names(self) -> "CameraConfig":
+        for what, items in (("zones", self.zones), ("lines", self.lines)):
+            seen: set[str] = set()
+            for i, it in enumerate(items):
+                if it.name in seen:
+                    raise ValueError(f"{what}[{i}].name: duplicate name {it.name!r}")
+                seen.add(it.name)
+        return self
+
+
+class LoggingConfig(Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class VigilConfig(Section):
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    paths: PathsConfig = Field(default_factory=PathsConfig)
+    cameras: list[CameraConfig] = Field(min_length=1, max_length=64)
+    detectors: DetectorsConfig = Field(default_factory=DetectorsConfig)
+    tracker: TrackerConfig = Field(default_factory=TrackerConfig)
+    exposure: ExposureConfig = Field(default_factory=ExposureConfig)
+    events: EventsConfig = Field(default_factory=EventsConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @model_validator(mode="after")
+    def _unique_cameras(self) -> "VigilConfig":
+        seen: dict[str, int] = {}
+        for i, cam in enumerate(self.cameras):
+            if cam.name in seen:
+                raise ValueError(f"cameras[{i}].name: duplicate camera name {cam.name!r} "
+                                 f"(also cameras[{seen[cam.name]}])")
+            seen[cam.name] = i
+        return self
+
+    def camera(self, name: str) -> CameraConfig:
+        for c in self.cameras:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+
+# ---------------------------------------------------------------- loading
+def format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _describe(err: dict[str, Any]) -> str:
+    typ = err.get("type", "")
+    msg = err.get("msg", "invalid value")
+    if typ == "extra_forbidden":
+        return "unknown key"
+    if typ == "missing":
+        return "required key is missing"
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    inp = err.get("input")
+    if typ not in ("model_type",) and not isinstance(inp, (dict, list)):
+        return f"{msg} (got {inp!r})"
+    return msg
+
+
+def _format_validation(err: ValidationError, where: str) -> str:
+    lines = [f"{where}: invalid configuration ({err.error_count()} problem{'s' if err.error_count() != 1 else ''})"]
+    for e in err.errors():
+        loc = tuple(p for p in e.get("loc", ()) if not (isinstance(p, str) and p.startswith("function-")))
+        lines.append(f"  {format_loc(loc)}: {_describe(e)}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, where: str = "<config>") -> VigilConfig:
+    if data is None:
+        raise ConfigError(f"{where}: the file is empty; it needs at least a 'cameras' list")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: the top level must be a mapping of keys, got {type(data).__name__}")
+    for k in data:
+        if not isinstance(k, str):
+            raise ConfigError(f"{where}: {k!r}: keys must be strings")
+    try:
+        return VigilConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_validation(e, where)) from None
+
+
+def read_yaml(path: Path) -> Any:
+    where = str(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{where}: is a directory, not a config file") from None
+    except OSError as e:
+        raise ConfigError(f"{where}: cannot read config file: {e.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{where}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        pos = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{where}: YAML syntax error{pos}: {problem}") from None
+
+
+def load_config(path: str | Path) -> VigilConfig:
+    """Read, parse and validate a config file; raise ConfigError with a readable message."""
+    p = Path(path)
+    return parse_config(read_yaml(p), str(p))
