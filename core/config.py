@@ -134,16 +134,20 @@ class TextConfig(Section):
 
 class MotionConfig(Section):
     method: Literal["mog2", "knn"] = "mog2"
-    history: int = Field(300, ge=10, le=10000)
-    var_threshold: float = Field(16.0, gt=0, le=1000)
+    history: int = Field(500, ge=10, le=10000)
+    var_threshold: Optional[float] = Field(None, gt=0, le=1000, description="null: the method's default (16 mog2, 400 knn)")
     detect_shadows: bool = False
     learning_rate: float = Field(-1.0, ge=-1.0, le=1.0)
     blur: int = Field(5, ge=0, le=31)
-    kernel: int = Field(5, ge=1, le=31)
-    min_area: int = Field(200, ge=1, le=10_000_000)
-    max_area: Optional[int] = Field(None, ge=1)
+    open_kernel: int = Field(3, ge=0, le=31)
+    close_kernel: int = Field(7, ge=0, le=63)
+    merge_distance: int = Field(0, ge=0, le=500)
+    min_area: float = Field(150.0, ge=1, le=10_000_000)
+    max_area: Optional[float] = Field(None, ge=1)
     warmup_frames: int = Field(10, ge=0, le=10000)
     downscale: float = Field(1.0, ge=1.0, le=8.0)
+    max_side: int = Field(1280, ge=64, le=8192)
+    max_det: int = Field(100, ge=1, le=10000)
 
 
 class DetectorsConfig(Section):

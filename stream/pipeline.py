@@ -1,0 +1,252 @@
+"""One camera's live pipeline: capture -> detector worker -> tracker -> publisher.
+
+Threads per camera:
+  capture-NAME   reads the source into a LatestSlot (newest frame only, drops counted)
+  detect-NAME    runs the (slow) detector on the newest frame handed to it, every N frames
+  process-NAME   runs the tracker on EVERY frame (predict between detections, apply
+                 detections at the time of the frame they were computed on), updates the
+                 long exposure, and publishes to the frame hubs (drawing only when watched)
+
+A stage that fails on one frame logs it with the camera name and seq, counts it, and
+goes on. Only stop() ends a stage; every thread is joined with a timeout.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from core.config import CameraConfig, VigilConfig
+from core.types import Detections, Event, EventKind, Frame, SourceState, Tracks
+from detectors.base import Detector, build as build_detector
+from stream.analyzer import Analyzer, build_analyzer
+from stream.capture import Capture, ReconnectPolicy
+from stream.exposure import LongExposure
+from stream.overlay import StatusInfo, draw_overlay, grey_out
+from stream.slot import LatestSlot
+from stream.sources import open_source
+from stream.stats import LatencyRing, RateMeter
+from web.hub import FrameHub
+
+log = logging.getLogger("vigil.pipeline")
+
+EventSink = Callable[[Event], None]
+
+
+@dataclass
+class StageCounters:
+    processed: int = 0
+    errors: int = 0
+    ms: deque = field(default_factory=lambda: deque(maxlen=256))
+    rate: RateMeter = field(default_factory=RateMeter)
+
+    def record(self, seconds: float) -> None:
+        self.processed += 1
+        self.ms.append(seconds * 1000.0)
+        self.rate.tick()
+
+    def snapshot(self) -> dict[str, Any]:
+        ms = np.fromiter(self.ms, float) if self.ms else None
+        return {
+            "processed": self.processed,
+            "errors": self.errors,
+            "fps": round(self.rate.rate(), 2),
+            "ms_p50": None if ms is None else round(float(np.median(ms)), 3),
+            "ms_p95": None if ms is None else round(float(np.percentile(ms, 95)), 3),
+        }
+
+
+class CameraPipeline:
+    def __init__(self, cam: CameraConfig, cfg: VigilConfig, sink: EventSink | None = None,
+                 detector: Detector | None = None) -> None:
+        self.cam = cam
+        self.cfg = cfg
+        self.name = cam.name
+        self.sink = sink
+        self.analyzer: Analyzer = build_analyzer(cam, cfg, detector=detector, emit=self._emit)
+        self.overlay_hub = FrameHub(f"{cam.name}/overlay", quality=cfg.server.jpeg_quality)
+        self.exposure_hub = FrameHub(f"{cam.name}/exposure", quality=cfg.server.jpeg_quality)
+        ex = cfg.exposure
+        self.exposure = LongExposure(mode=ex.mode, alpha=ex.alpha, window=ex.window,
+                                     trails=ex.trails, trails_weight=ex.trails_weight)
+        resize = (cam.resize.width, cam.resize.height) if cam.resize else None
+        rc = cam.reconnect
+        self.capture = Capture(
+            cam.name, self._make_source, policy=ReconnectPolicy(
+                rc.initial_backoff_s, rc.max_backoff_s, rc.max_attempts, rc.jitter, rc.stall_timeout_s),
+            pace=True, loop=cam.loop, fps_override=cam.fps, resize=resize, on_state=self._on_state)
+        self._det_slot: LatestSlot[Frame] = LatestSlot()
+        self._results: deque[tuple[Frame, Detections]] = deque(maxlen=8)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.detect_stage = StageCounters()
+        self.track_stage = StageCounters()
+        self.publish_stage = StageCounters()
+        self.latency = LatencyRing()
+        self.latest_tracks: Tracks = Tracks.empty()
+        self.latest_frame: Frame | None = None
+        self._frames_seen = 0
+        self._last_stale_publish = 0.0
+        self.started_at: float | None = None
+
+    # ------------------------------------------------------------ lifecycle
+    def _make_source(self):
+        paths = self.cfg.paths
+        return open_source(self.cam.source, backend=self.cam.backend,
+                           open_timeout_s=self.cam.open_timeout_s,
+                           read_timeout_s=self.cam.read_timeout_s,
+                           samples_dir=paths.samples, synthetic_params=self.cam.synthetic,
+                           seed=self.cam.seed)
+
+    def start(self) -> "CameraPipeline":
+        self.started_at = time.monotonic()
+        self.capture.start()
+        for target, kind in ((self._detect_loop, "detect"), (self._process_loop, "process")):
+            t = threading.Thread(target=target, name=f"{kind}-{self.name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def stop(self, timeout: float = 2.0) -> bool:
+        deadline = time.monotonic() + timeout
+        self._stop.set()
+        self._det_slot.close()
+        self.overlay_hub.close()
+        self.exposure_hub.close()
+        ok = self.capture.stop(max(0.1, deadline - time.monotonic()))
+        for t in self._threads:
+            t.join(max(0.05, deadline - time.monotonic()))
+            ok = ok and not t.is_alive()
+        return ok
+
+    # ------------------------------------------------------------ events
+    def _emit(self, ev: Event) -> None:
+        if self.sink is not None:
+            try:
+                self.sink(ev)
+            except Exception:  # noqa: BLE001
+                log.exception("[%s] event sink failed", self.name)
+
+    def _on_state(self, name: str, old: SourceState, new: SourceState, message: str) -> None:
+        self._emit(Event(EventKind.CAMERA_STATE, name, data={
+            "from": old.value, "to": new.value, "message": message}))
+
+    # ------------------------------------------------------------ threads
+    def _detect_loop(self) -> None:
+        while not self._stop.is_set():
+            frame = self._det_slot.get(timeout=0.5)
+            if frame is None:
+                continue
+            t0 = time.perf_counter()
+            try:
+                dets = self.analyzer.detect(frame)
+            except Exception:  # noqa: BLE001
+                self.detect_stage.errors += 1
+                log.exception("[%s] detector failed on seq %d", self.name, frame.seq)
+                continue
+            self.detect_stage.record(time.perf_counter() - t0)
+            self._results.append((frame, dets))
+
+    def _process_loop(self) -> None:
+        every = max(1, self.cam.detect_every)
+        while not self._stop.is_set():
+            frame = self.capture.slot.get(timeout=0.1)
+            self.capture.check_stall()
+            if frame is None:
+                self._publish_stale()
+                continue
+            self._frames_seen += 1
+            if (self._frames_seen - 1) % every == 0 and self.analyzer.has_detector:
+                self._det_slot.put(frame)
+            t0 = time.perf_counter()
+            try:
+                while self._results:
+                    det_frame, dets = self._results.popleft()
+                    self.analyzer.apply(det_frame, dets)
+                tracks = self.analyzer.track(frame)
+                self.latest_tracks = tracks
+            except Exception:  # noqa: BLE001
+                self.track_stage.errors += 1
+                log.exception("[%s] tracker failed on seq %d", self.name, frame.seq)
+                tracks = self.latest_tracks
+            self.track_stage.record(time.perf_counter() - t0)
+            self.latest_frame = frame
+            t1 = time.perf_counter()
+            try:
+                self._publish(frame, tracks)
+            except Exception:  # noqa: BLE001
+                self.publish_stage.errors += 1
+                log.exception("[%s] publish failed on seq %d", self.name, frame.seq)
+            self.publish_stage.record(time.perf_counter() - t1)
+            self.latency.add(time.monotonic() - frame.ts)
+
+    # ------------------------------------------------------------ publishing
+    def status(self, state: SourceState | None = None) -> StatusInfo:
+        p50 = self.latency.percentiles(50)[0]
+        return StatusInfo(camera=self.name, state=(state or self.capture.state).value,
+                          source_fps=self.capture.rate.rate(),
+                          detector_fps=self.detect_stage.rate.rate(),
+                          published_fps=self.publish_stage.rate.rate(),
+                          latency_ms=None if p50 is None else p50 * 1000.0)
+
+    def _publish(self, frame: Frame, tracks: Tracks) -> None:
+        self.exposure.update(frame.image)
+        if self.overlay_hub.has_viewers():
+            img = frame.image.copy()
+            draw_overlay(img, tracks, self.analyzer.trails(), self.analyzer.class_names,
+                         zones=self.analyzer.zone_draws(), lines=self.analyzer.line_draws(),
+                         status=self.status(), banner=None)
+            self.overlay_hub.publish(img, frame.seq, frame.ts)
+        if self.exposure_hub.has_viewers():
+            self.exposure_hub.publish(self.exposure.image(), frame.seq, frame.ts)
+
+    def _publish_stale(self) -> None:
+        """While not LIVE, show the last frame greyed with a banner (never a silent freeze)."""
+        state = self.capture.state
+        frame = self.latest_frame
+        if frame is None or state == SourceState.LIVE or not self.overlay_hub.has_viewers():
+            return
+        now = time.monotonic()
+        if now - self._last_stale_publish < 0.5:
+            return
+        self._last_stale_publish = now
+        age = self.capture.frame_age(now) or 0.0
+        banner = f"STALE {age:.0f} s" if state == SourceState.STALLED else state.value
+        if state == SourceState.RECONNECTING:
+            banner = f"RECONNECTING (attempt {self.capture.attempts})"
+        img = grey_out(frame.image)
+        draw_overlay(img, Tracks.empty(), None, None, None, None, self.status(state), banner)
+        self.overlay_hub.publish(img, frame.seq, frame.ts)
+
+    # ------------------------------------------------------------ API view
+    def snapshot(self) -> dict[str, Any]:
+        lat = self.latency.percentiles(50, 95)
+        return {
+            "name": self.name,
+            "source": _redact(self.cam.source),
+            "detector": self.cam.detector,
+            "detect_every": self.cam.detect_every,
+            "capture": self.capture.snapshot(),
+            "state": self.capture.state.value,
+            "stages": {
+                "detect": self.detect_stage.snapshot(),
+                "track": self.track_stage.snapshot(),
+                "publish": self.publish_stage.snapshot(),
+            },
+            "latency_ms": {"p50": None if lat[0] is None else round(lat[0] * 1000, 2),
+                           "p95": None if lat[1] is None else round(lat[1] * 1000, 2)},
+            "viewers": {"overlay": self.overlay_hub.viewers, "exposure": self.exposure_hub.viewers},
+            "tracks": len(self.latest_tracks),
+            "counters": self.analyzer.counters(),
+        }
+
+
+def _redact(uri: str) -> str:
+    """Hide passwords in camera URLs shown by the API."""
+    import re
+    return re.sub(r"(://[^:/@]+):[^@/]+@", r"\1:***@", uri)

@@ -1,0 +1,196 @@
+"""The dashboard server end to end: real waitress, real pipelines on synthetic scenes."""
+from __future__ import annotations
+
+import base64
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+import requests
+
+from tests.integration.webutil import make_config, read_mjpeg_parts, running_server
+
+
+@pytest.fixture(scope="module")
+def server():
+    with running_server(make_config()) as srv:
+        yield srv
+
+
+def test_health_ready_and_cameras(server):
+    b = server.base
+    assert requests.get(b + "/healthz", timeout=5).json()["ok"] is True
+    r = requests.get(b + "/readyz", timeout=5)
+    assert r.status_code == 200 and r.json()["ready"]
+    cams = requests.get(b + "/api/cameras", timeout=5).json()["cameras"]
+    assert [c["name"] for c in cams] == ["cross", "belt"]
+    one = requests.get(b + "/api/cameras/belt", timeout=5).json()
+    assert one["state"] == "LIVE"
+    assert {"detect", "track", "publish"} <= set(one["stages"])
+    assert "p95" in one["latency_ms"] and "dropped" in one["capture"]
+
+
+def test_mjpeg_streams_decode_and_seq_increases(server):
+    for path in ("/stream/cross.mjpg", "/exposure/cross.mjpg", "/stream/belt.mjpg?width=320&fps=10"):
+        parts = read_mjpeg_parts(server.base + path, 5)
+        seqs = [p["seq"] for p in parts]
+        assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), (path, seqs)
+        img = cv2.imdecode(np.frombuffer(parts[-1]["data"], np.uint8), cv2.IMREAD_COLOR)
+        assert img is not None and img.size > 0
+        if "width=320" in path:
+            assert img.shape[1] == 320
+
+
+def test_opencv_reads_the_stream_as_a_client(server):
+    cap = cv2.VideoCapture(server.base + "/stream/cross.mjpg", cv2.CAP_FFMPEG)
+    try:
+        assert cap.isOpened()
+        frames = [cap.read() for _ in range(5)]
+    finally:
+        cap.release()
+    assert all(ok for ok, _ in frames)
+    assert frames[-1][1].shape[2] == 3
+
+
+def test_snapshots(server):
+    for path in ("/snapshot/belt.jpg", "/exposure/belt.jpg"):
+        r = requests.get(server.base + path, timeout=10)
+        assert r.status_code == 200 and r.headers["Content-Type"] == "image/jpeg"
+        assert int(r.headers["X-Frame-Seq"]) >= 0
+        assert cv2.imdecode(np.frombuffer(r.content, np.uint8), cv2.IMREAD_COLOR) is not None
+
+
+def test_tracks_and_events(server):
+    deadline = time.monotonic() + 15
+    tracks = []
+    while time.monotonic() < deadline and not tracks:
+        tracks = requests.get(server.base + "/api/cameras/belt/tracks", timeout=5).json()["tracks"]
+        time.sleep(0.2)
+    assert tracks, "motion detector + tracker should follow parts on the belt"
+    assert {"track_id", "xyxy", "coasting", "score"} <= set(tracks[0])
+    evs = requests.get(server.base + "/api/events?camera=belt&limit=5", timeout=5).json()["events"]
+    assert evs and all(e["camera"] == "belt" for e in evs)
+
+
+def test_sse_delivers_an_event(server):
+    got = []
+    with requests.get(server.base + "/api/events/stream", stream=True, timeout=20) as r:
+        assert r.headers["Content-Type"].startswith("text/event-stream")
+        for line in r.iter_lines():
+            if line.startswith(b"data: "):
+                got.append(line)
+                break
+    assert got
+
+
+def test_errors_are_json(server):
+    b = server.base
+    r = requests.get(b + "/api/cameras/nope", timeout=5)
+    assert r.status_code == 404 and "unknown camera" in r.json()["error"]
+    assert requests.get(b + "/stream/nope.mjpg", timeout=5).status_code == 404
+    r = requests.get(b + "/api/events?limit=abc", timeout=5)
+    assert r.status_code == 400 and r.json()["parameter"] == "limit"
+    r = requests.get(b + "/api/events?kind=party", timeout=5)
+    assert r.status_code == 400 and r.json()["parameter"] == "kind"
+    r = requests.get(b + "/stream/cross.mjpg?width=5", timeout=5)
+    assert r.status_code == 400 and r.json()["parameter"] == "width"
+    r = requests.get(b + "/no/such/route", timeout=5)
+    assert r.status_code == 404 and "error" in r.json()
+    for bad in ("/snapshot/..%2F..%2Fetc%2Fpasswd.jpg", "/snapshot/../config.jpg",
+                "/exposure/%2e%2e.jpg", "/api/cameras/..%2f"):
+        r = requests.get(b + bad, timeout=5)
+        assert r.status_code in (404, 400), bad
+        assert "root:" not in r.text
+
+
+def test_exposure_reset_and_metrics(server):
+    r = requests.post(server.base + "/api/cameras/cross/exposure/reset", timeout=5)
+    assert r.status_code == 200 and r.json()["reset"] is True
+    m = requests.get(server.base + "/metrics", timeout=5).text
+    for name in ("vigil_fps", "vigil_latency_seconds_bucket", "vigil_dropped_frames_total",
+                 "vigil_errors_total", "vigil_viewers", "vigil_tracks", "vigil_reconnects_total",
+                 "vigil_detector_ms"):
+        assert name in m, name
+
+
+def test_dashboard_page(server):
+    html = requests.get(server.base + "/", timeout=5).text
+    assert "/stream/cross.mjpg" in html and "/stream/belt.mjpg" in html
+    assert "app.js" in html and "http" not in html.split("<body>")[1].replace("http-equiv", "")
+
+
+TOKEN = "correct-horse-battery"
+
+
+@pytest.fixture(scope="module")
+def secured():
+    with running_server(make_config(cameras=[{"name": "cross", "source": "synthetic:crossing",
+                                              "detector": "none"}], token=TOKEN)) as srv:
+        yield srv
+
+
+@pytest.mark.parametrize("path", ["/", "/api/cameras", "/api/cameras/cross", "/api/cameras/cross/tracks",
+                                  "/api/events", "/metrics", "/readyz", "/snapshot/cross.jpg",
+                                  "/exposure/cross.jpg"])
+def test_auth_required_everywhere_but_healthz(secured, path):
+    b = secured.base
+    none = requests.get(b + path, timeout=5, allow_redirects=False)
+    assert none.status_code in (401, 302)
+    wrong = requests.get(b + path, timeout=5, headers={"Authorization": "Bearer nope-nope-nope"},
+                         allow_redirects=False)
+    assert wrong.status_code in (401, 302)
+    right = requests.get(b + path, timeout=10, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert right.status_code == 200, (path, right.text[:200])
+    basic = base64.b64encode(f"vigil:{TOKEN}".encode()).decode()
+    assert requests.get(b + path, timeout=10, headers={"Authorization": f"Basic {basic}"}).status_code == 200
+    assert requests.get(b + "/healthz", timeout=5).status_code == 200
+
+
+def test_auth_streams_basic_in_url_and_login_cookie(secured):
+    host = secured.base.split("://")[1]
+    cap = cv2.VideoCapture(f"http://vigil:{TOKEN}@{host}/stream/cross.mjpg", cv2.CAP_FFMPEG)
+    try:
+        ok, img = cap.read()
+    finally:
+        cap.release()
+    assert ok and img is not None
+    s = requests.Session()
+    r = s.post(secured.base + "/login", data={"token": "wrong"}, timeout=5)
+    assert r.status_code == 401
+    r = s.post(secured.base + "/login", data={"token": TOKEN}, timeout=5, allow_redirects=False)
+    assert r.status_code == 302 and "vigil_session" in r.headers["Set-Cookie"]
+    assert TOKEN not in r.headers["Set-Cookie"]
+    assert s.get(secured.base + "/api/cameras", timeout=5).status_code == 200
+    parts = read_mjpeg_parts(secured.base + "/stream/cross.mjpg", 2, cookies=s.cookies)
+    assert len(parts) == 2
+
+
+def test_shutdown_with_open_streams_within_two_seconds():
+    cfg = make_config(cameras=[{"name": "cross", "source": "synthetic:crossing", "detector": "none"}])
+    with running_server(cfg) as srv:
+        done = []
+
+        def viewer():
+            try:
+                with requests.get(srv.base + "/stream/cross.mjpg", stream=True, timeout=10) as r:
+                    for _ in r.iter_content(4096):
+                        pass
+            except requests.RequestException:
+                pass
+            done.append(1)
+
+        ts = [threading.Thread(target=viewer, daemon=True) for _ in range(4)]
+        for t in ts:
+            t.start()
+        time.sleep(1.0)
+        before = threading.active_count()
+        t0 = time.monotonic()
+        assert srv.shutdown(timeout=2.0)
+        took = time.monotonic() - t0
+        for t in ts:
+            t.join(3)
+        assert took < 2.5, took
+        assert len(done) == 4
+    assert threading.active_count() < before

@@ -1,0 +1,296 @@
+"""Flask app factory: dashboard, MJPEG streams, snapshots, JSON API, SSE, metrics.
+
+Errors are JSON (`{"error": ...}`) with the right status: 404 for unknown cameras,
+400 naming the bad query parameter, never a traceback.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import threading
+import time
+from typing import Any, Callable, Iterator
+
+from flask import Flask, Response, jsonify, redirect, render_template, request
+from werkzeug.exceptions import HTTPException
+
+from web import auth
+from web.hub import FrameHub, mjpeg_content_type, mjpeg_parts
+from web.metrics import Metrics
+from web.runtime import Vigil
+
+log = logging.getLogger("vigil.web")
+
+CAMERA_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+EVENT_KINDS = {"track_started", "track_ended", "zone_enter", "zone_leave", "line_crossed",
+               "text_read", "defect_found", "part_passed", "camera_state"}
+
+
+class BadParam(Exception):
+    def __init__(self, name: str, why: str) -> None:
+        super().__init__(f"bad query parameter {name!r}: {why}")
+        self.name = name
+
+
+def _num(name: str, lo: float, hi: float, kind: Callable[[str], Any] = int) -> Any:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        v = kind(raw)
+    except (TypeError, ValueError):
+        raise BadParam(name, f"expected a {'number' if kind is float else 'whole number'}, got {raw[:40]!r}")
+    if isinstance(v, float) and not math.isfinite(v):
+        raise BadParam(name, "must be finite")
+    if not lo <= v <= hi:
+        raise BadParam(name, f"must be between {lo:g} and {hi:g}, got {raw[:40]}")
+    return v
+
+
+def create_app(vigil: Vigil, stop_event: threading.Event | None = None) -> Flask:
+    app = Flask(__name__, template_folder="templates", static_folder="static")
+    app.config["JSON_SORT_KEYS"] = False
+    stop = stop_event or threading.Event()
+    token = vigil.cfg.server.token
+    timeout = vigil.cfg.server.stream_timeout_s
+    metrics = Metrics(vigil)
+    # a stream holds a server thread; keep a reserve so the API and /healthz never starve
+    max_streams = max(1, vigil.cfg.server.threads - 8)
+    streams = threading.BoundedSemaphore(max_streams)
+    app.extensions["vigil"] = vigil
+    app.extensions["vigil_metrics"] = metrics
+
+    # ------------------------------------------------------------ helpers
+    def json_error(status: int, message: str, **extra: Any) -> Response:
+        resp = jsonify({"error": message, "status": status, **extra})
+        resp.status_code = status
+        return resp
+
+    def pipeline_or_404(camera: str):
+        if not CAMERA_RE.match(camera) or not vigil.has_camera(camera):
+            return None
+        return vigil.pipelines.get(camera)
+
+    def unknown_camera(camera: str) -> Response:
+        return json_error(404, f"unknown camera {camera[:64]!r}", cameras=vigil.camera_names())
+
+    def stream_response(hub: FrameHub) -> Response:
+        width = _num("width", 32, 3840)
+        fps = _num("fps", 0.1, 120, float)
+        if not streams.acquire(blocking=False):
+            return json_error(503, f"too many open streams ({max_streams}); raise server.threads")
+
+        def gen() -> Iterator[bytes]:
+            try:
+                with hub.subscribe() as viewer:
+                    yield from mjpeg_parts(viewer, b"frame", timeout, stop, width,
+                                           1.0 / fps if fps else 0.0)
+            finally:
+                streams.release()
+
+        resp = Response(gen(), mimetype=None, content_type=mjpeg_content_type(b"frame"),
+                        direct_passthrough=True)
+        resp.headers["Cache-Control"] = "no-cache, no-store, must-revalidate, private"
+        resp.headers["Pragma"] = "no-cache"
+        resp.headers["X-Accel-Buffering"] = "no"
+        return resp
+
+    def still_response(hub: FrameHub, wait_new: bool) -> Response:
+        width = _num("width", 32, 3840)
+        frame = None
+        if wait_new:
+            # subscribing makes the publisher draw; take the next frame (or the newest on timeout)
+            with hub.subscribe() as viewer:
+                frame = viewer.next(timeout=2.0, width=width)
+        if frame is None:
+            frame = hub.latest(width)
+        if frame is None:
+            return json_error(503, "no frame yet for this camera")
+        resp = Response(frame.data, content_type="image/jpeg")
+        resp.headers["Cache-Control"] = "no-store"
+        resp.headers["X-Frame-Seq"] = str(frame.seq)
+        resp.headers["X-Capture-Ts"] = f"{frame.ts:.6f}"
+        resp.headers["X-Timestamp"] = f"{frame.wall_ts:.6f}"
+        return resp
+
+    # ------------------------------------------------------------ auth
+    @app.before_request
+    def _auth() -> Response | None:
+        if not token or request.path in auth.OPEN_PATHS:
+            return None
+        if auth.presented_ok(token, request.headers.get("Authorization"),
+                             request.cookies.get(auth.COOKIE)):
+            return None
+        if request.path == "/" and request.method == "GET":
+            return redirect("/login")
+        resp = json_error(401, "authentication required (Bearer token, Basic password, or /login)")
+        resp.headers["WWW-Authenticate"] = 'Basic realm="vigil", charset="UTF-8"'
+        return resp
+
+    @app.route("/login", methods=["GET", "POST"])
+    def login():
+        if not token:
+            return redirect("/")
+        error = None
+        if request.method == "POST":
+            given = (request.form.get("token") or "")[:512]
+            if auth.presented_ok(token, f"Bearer {given}", None):
+                resp = redirect("/")
+                resp.set_cookie(auth.COOKIE, auth.cookie_value(token), httponly=True,
+                                samesite="Strict", max_age=30 * 24 * 3600,
+                                secure=request.is_secure)
+                return resp
+            error = "wrong token"
+        return render_template("login.html", error=error), (401 if error else 200)
+
+    # ------------------------------------------------------------ pages
+    @app.get("/")
+    def index():
+        cams = [vigil.camera_info(n) for n in vigil.camera_names()]
+        return render_template("index.html", cameras=cams, auth=bool(token))
+
+    # ------------------------------------------------------------ streams
+    @app.get("/stream/<camera>.mjpg")
+    def stream(camera: str):
+        p = pipeline_or_404(camera)
+        return stream_response(p.overlay_hub) if p else unknown_camera(camera)
+
+    @app.get("/exposure/<camera>.mjpg")
+    def exposure_stream(camera: str):
+        p = pipeline_or_404(camera)
+        return stream_response(p.exposure_hub) if p else unknown_camera(camera)
+
+    @app.get("/snapshot/<camera>.jpg")
+    def snapshot(camera: str):
+        p = pipeline_or_404(camera)
+        return still_response(p.overlay_hub, True) if p else unknown_camera(camera)
+
+    @app.get("/exposure/<camera>.jpg")
+    def exposure_still(camera: str):
+        p = pipeline_or_404(camera)
+        return still_response(p.exposure_hub, True) if p else unknown_camera(camera)
+
+    # ------------------------------------------------------------ API
+    @app.get("/api/cameras")
+    def api_cameras():
+        return jsonify({"cameras": [vigil.camera_info(n) for n in vigil.camera_names()]})
+
+    @app.get("/api/cameras/<camera>")
+    def api_camera(camera: str):
+        if not CAMERA_RE.match(camera) or not vigil.has_camera(camera):
+            return unknown_camera(camera)
+        return jsonify(vigil.camera_info(camera))
+
+    @app.get("/api/cameras/<camera>/tracks")
+    def api_tracks(camera: str):
+        p = pipeline_or_404(camera)
+        if p is None:
+            if CAMERA_RE.match(camera) and vigil.has_camera(camera):
+                return jsonify({"camera": camera, "frame_seq": None, "tracks": []})
+            return unknown_camera(camera)
+        t = p.latest_tracks
+        names = p.analyzer.class_names
+        rows = t.to_list()
+        for r in rows:
+            if r["label"] is None and 0 <= r["class_id"] < len(names):
+                r["label"] = names[r["class_id"]]
+        return jsonify({"camera": camera, "frame_seq": t.frame_seq, "tracks": rows})
+
+    @app.post("/api/cameras/<camera>/exposure/reset")
+    def api_exposure_reset(camera: str):
+        p = pipeline_or_404(camera)
+        if p is None:
+            return unknown_camera(camera)
+        p.exposure.reset()
+        return jsonify({"camera": camera, "reset": True})
+
+    def _event_query() -> dict[str, Any]:
+        camera = request.args.get("camera") or None
+        if camera is not None and (not CAMERA_RE.match(camera)):
+            raise BadParam("camera", "letters, digits, _ and - only")
+        kind = request.args.get("kind") or None
+        if kind is not None and kind not in EVENT_KINDS:
+            raise BadParam("kind", f"one of {', '.join(sorted(EVENT_KINDS))}")
+        since = _num("since", 0, 1e11, float)
+        limit = _num("limit", 1, 1000) or 100
+        return {"camera": camera, "kind": kind, "since": since, "limit": limit}
+
+    @app.get("/api/events")
+    def api_events():
+        q = _event_query()
+        store = getattr(vigil, "store", None)
+        if store is not None:
+            evs = store.query(**q)
+        else:
+            evs = vigil.bus.recent(**q)
+        return jsonify({"events": [e.to_dict() for e in evs]})
+
+    @app.get("/api/events/stream")
+    def api_events_stream():
+        q = _event_query()
+        last = request.headers.get("Last-Event-ID")
+        try:
+            after = int(last) if last else vigil.bus.last_id
+        except ValueError:
+            raise BadParam("Last-Event-ID", "expected a whole number")
+        if not streams.acquire(blocking=False):
+            return json_error(503, "too many open streams")
+
+        def gen() -> Iterator[str]:
+            nonlocal after
+            try:
+                yield "retry: 2000\n\n"
+                while not stop.is_set() and not vigil.bus.closed:
+                    evs = vigil.bus.wait_after(after, timeout=max(timeout, 1.0) * 5)
+                    if not evs:
+                        yield ": keepalive\n\n"
+                        continue
+                    for ev in evs:
+                        after = max(after, ev.id or 0)
+                        if q["camera"] and ev.camera != q["camera"]:
+                            continue
+                        if q["kind"] and ev.kind.value != q["kind"]:
+                            continue
+                        yield f"id: {ev.id}\nevent: {ev.kind.value}\ndata: {json.dumps(ev.to_dict())}\n\n"
+            finally:
+                streams.release()
+
+        resp = Response(gen(), content_type="text/event-stream")
+        resp.headers["Cache-Control"] = "no-cache"
+        resp.headers["X-Accel-Buffering"] = "no"
+        return resp
+
+    @app.get("/metrics")
+    def prom_metrics():
+        body, ctype = metrics.render()
+        return Response(body, content_type=ctype)
+
+    @app.get("/healthz")
+    def healthz():
+        return jsonify({"ok": True, "uptime_s": round(time.time() - vigil.started_at, 1)})
+
+    @app.get("/readyz")
+    def readyz():
+        ready = vigil.ready()
+        body = {"ready": ready, "cameras": {n: vigil.camera_info(n)["state"] for n in vigil.camera_names()}}
+        resp = jsonify(body)
+        resp.status_code = 200 if ready else 503
+        return resp
+
+    # ------------------------------------------------------------ errors
+    @app.errorhandler(BadParam)
+    def _bad_param(e: BadParam):
+        return json_error(400, str(e), parameter=e.name)
+
+    @app.errorhandler(HTTPException)
+    def _http(e: HTTPException):
+        return json_error(e.code or 500, e.description or e.name)
+
+    @app.errorhandler(Exception)
+    def _any(e: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return json_error(500, "internal error (see the server log)")
+
+    return app

@@ -1,0 +1,133 @@
+"""The production server: waitress with a thread pool sized from config.
+
+Shutdown (Ctrl-C / SIGTERM): stop the pipelines and close every frame hub (open MJPEG
+generators end at once), then close waitress *and its socket map*: waitress's close()
+alone leaves open streaming channels running.
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import signal
+import socket
+import sys
+import threading
+import time
+
+from waitress.server import create_server
+
+from core.config import VigilConfig
+from web.app import create_app
+from web.runtime import Vigil
+
+log = logging.getLogger("vigil.server")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        try:
+            return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+        except OSError:
+            return False
+
+
+class VigilServer:
+    """Runtime + Flask app + waitress, startable in a thread (tests) or the main thread."""
+
+    def __init__(self, cfg: VigilConfig) -> None:
+        self.cfg = cfg
+        self.vigil = Vigil(cfg)
+        self.stop_event = threading.Event()
+        self.app = create_app(self.vigil, self.stop_event)
+        self._server = None
+        self._closed = threading.Event()
+
+    def start_pipelines(self) -> None:
+        self.vigil.start()
+
+    def bind(self):
+        s = self.cfg.server
+        self._server = create_server(
+            self.app, host=s.host, port=s.port, threads=s.threads,
+            channel_timeout=30, connection_limit=max(100, s.threads * 4),
+            cleanup_interval=5, ident="vigil", expose_tracebacks=False,
+            outbuf_high_watermark=4 * 1024 * 1024)
+        return self._server
+
+    @property
+    def port(self) -> int:
+        return int(self._server.effective_port)
+
+    @property
+    def url(self) -> str:
+        host = self.cfg.server.host
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        if ":" in shown:
+            shown = f"[{shown}]"
+        return f"http://{shown}:{self.port}/"
+
+    def run(self) -> None:
+        """Serve until shutdown() (blocks)."""
+        try:
+            self._server.run()
+        except (OSError, ValueError):
+            if not self.stop_event.is_set():
+                raise
+        finally:
+            self._closed.set()
+
+    def shutdown(self, timeout: float = 2.0) -> bool:
+        if self.stop_event.is_set():
+            return True
+        t0 = time.monotonic()
+        self.stop_event.set()
+        ok = self.vigil.stop(timeout=max(0.2, timeout - 0.3))
+        srv = self._server
+        if srv is not None:
+            try:
+                srv.close()
+            except Exception:  # noqa: BLE001
+                log.debug("server close", exc_info=True)
+            for ch in list(getattr(srv, "_map", {}).values()):
+                try:
+                    ch.close()
+                except Exception:  # noqa: BLE001
+                    pass
+            try:
+                srv.task_dispatcher.shutdown(cancel_pending=True, timeout=max(0.1, timeout - (time.monotonic() - t0)))
+            except Exception:  # noqa: BLE001
+                log.debug("dispatcher shutdown", exc_info=True)
+        log.info("stopped in %.2fs", time.monotonic() - t0)
+        return ok
+
+
+def serve(cfg: VigilConfig, config_path: str = "config.yaml") -> int:
+    s = cfg.server
+    if not s.token and not is_loopback(s.host):
+        print(f"WARNING: binding {s.host} without server.token: anyone on the network can "
+              "watch these cameras. Set server.token (or 'env:VAR').", file=sys.stderr)
+    server = VigilServer(cfg)
+    try:
+        server.bind()
+    except OSError as e:
+        print(f"error: cannot listen on {s.host}:{s.port}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    server.start_pipelines()
+    for name, msg in server.vigil.failed.items():
+        print(f"camera {name!r} failed to start: {msg}", file=sys.stderr)
+
+    def _stop(signum, _frame):
+        log.info("signal %d: shutting down", signum)
+        threading.Thread(target=server.shutdown, name="shutdown", daemon=True).start()
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    cams = ", ".join(f"{c.name} ({c.source})" for c in cfg.cameras if c.enabled)
+    print(f"Vigil dashboard: {server.url}  cameras: {cams}", flush=True)
+    server.run()
+    server._closed.wait(2.0)
+    return 0

@@ -1,0 +1,95 @@
+// Vigil dashboard: vanilla JS, no build step. Streams are <img> MJPEG; stats and tracks
+// are polled from the JSON API; events arrive by Server-Sent Events.
+"use strict";
+(function () {
+  const cams = Array.from(document.querySelectorAll(".cam"));
+  const eventsEl = document.getElementById("events");
+  const connEl = document.getElementById("conn");
+  const fmt = (v, d = 1) => (v === null || v === undefined || Number.isNaN(v) ? "–" : Number(v).toFixed(d));
+  const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+
+  function streamUrl(name, view) {
+    return (view === "exposure" ? "/exposure/" : "/stream/") + encodeURIComponent(name) + ".mjpg";
+  }
+
+  cams.forEach((el) => {
+    const name = el.dataset.camera;
+    const img = el.querySelector("[data-role=img]");
+    el.querySelectorAll(".view").forEach((btn) => {
+      btn.addEventListener("click", () => {
+        el.querySelectorAll(".view").forEach((b) => { b.classList.remove("active"); b.setAttribute("aria-selected", "false"); });
+        btn.classList.add("active");
+        btn.setAttribute("aria-selected", "true");
+        const view = btn.dataset.view;
+        img.src = streamUrl(name, view);
+        el.querySelector("[data-role=snapshot]").href =
+          (view === "exposure" ? "/exposure/" : "/snapshot/") + encodeURIComponent(name) + ".jpg";
+      });
+    });
+    el.querySelector("[data-role=reset]").addEventListener("click", async () => {
+      await fetch("/api/cameras/" + encodeURIComponent(name) + "/exposure/reset", { method: "POST" });
+    });
+    // a stream that ended (server restart, camera back) is re-opened
+    img.addEventListener("error", () => setTimeout(() => {
+      const active = el.querySelector(".view.active").dataset.view;
+      img.src = streamUrl(name, active) + "?r=" + Date.now();
+    }, 2000));
+  });
+
+  async function pollCamera(el) {
+    const name = el.dataset.camera;
+    try {
+      const [info, tr] = await Promise.all([
+        fetch("/api/cameras/" + encodeURIComponent(name)).then((r) => r.json()),
+        fetch("/api/cameras/" + encodeURIComponent(name) + "/tracks").then((r) => r.json()),
+      ]);
+      const st = el.querySelector("[data-role=state]");
+      st.textContent = info.state;
+      st.className = "badge state-" + info.state;
+      const s = info.stages || {};
+      const cap = info.capture || {};
+      el.querySelector("[data-role=stats]").textContent =
+        `src ${fmt(cap.fps)} fps · det ${fmt(s.detect && s.detect.fps)} fps (${fmt(s.detect && s.detect.ms_p50)} ms) · ` +
+        `pub ${fmt(s.publish && s.publish.fps)} fps · lat p50 ${fmt(info.latency_ms && info.latency_ms.p50, 0)} ms · ` +
+        `drops ${cap.dropped ?? 0} · err ${(cap.errors ?? 0)}`;
+      const err = el.querySelector("[data-role=error]");
+      if (cap.last_error && info.state !== "LIVE") { err.hidden = false; err.textContent = cap.last_error; }
+      else { err.hidden = true; }
+      const counters = info.counters || {};
+      el.querySelector("[data-role=counters]").innerHTML = Object.entries(counters)
+        .filter(([, v]) => typeof v !== "object")
+        .map(([k, v]) => `<span>${esc(k)}: <b>${esc(typeof v === "number" ? +v.toFixed(3) : v)}</b></span>`).join("");
+      const rows = (tr.tracks || []).map((t) =>
+        `<tr class="${t.coasting ? "coast" : ""}"><td>${t.track_id}</td><td>${esc(t.label ?? t.class_id)}</td>` +
+        `<td>${fmt(t.score, 2)}</td><td>${t.age}</td><td>${t.coasting ? "predicted" : "seen"}</td>` +
+        `<td>${t.xyxy.map((v) => Math.round(v)).join(",")}</td><td>${esc(t.text ?? "")}</td></tr>`);
+      el.querySelector("[data-role=tracks]").innerHTML = rows.join("");
+      el.querySelector("[data-role=ntracks]").textContent = rows.length;
+    } catch (e) { /* server restarting: next poll retries */ }
+  }
+  function pollAll() { cams.forEach(pollCamera); }
+  pollAll();
+  setInterval(pollAll, 1000);
+
+  function addEvent(ev) {
+    const li = document.createElement("li");
+    li.className = ev.kind;
+    const t = new Date(ev.ts * 1000).toLocaleTimeString();
+    let what = "";
+    if (ev.kind === "camera_state") what = `${ev.data.from} → ${ev.data.to} ${ev.data.message || ""}`;
+    else if (ev.track_id !== null && ev.track_id !== undefined) what = `#${ev.track_id} ${ev.label || ""}`;
+    if (ev.data && ev.data.text) what += ` “${ev.data.text}”`;
+    if (ev.data && ev.data.direction) what += ` (${ev.data.direction})`;
+    li.innerHTML = `<span class="t">${esc(t)}</span><span class="k">${esc(ev.kind)}</span>` +
+      `<span class="c">${esc(ev.camera)}</span> ${esc(what)}`;
+    eventsEl.prepend(li);
+    while (eventsEl.children.length > 200) eventsEl.lastChild.remove();
+  }
+  fetch("/api/events?limit=30").then((r) => r.json()).then((d) => (d.events || []).reverse().forEach(addEvent)).catch(() => {});
+  const es = new EventSource("/api/events/stream");
+  es.onopen = () => { connEl.textContent = "live"; connEl.className = "pill ok"; };
+  es.onerror = () => { connEl.textContent = "reconnecting…"; connEl.className = "pill bad"; };
+  es.onmessage = (m) => addEvent(JSON.parse(m.data));
+  ["track_started", "track_ended", "zone_enter", "zone_leave", "line_crossed", "text_read", "defect_found", "part_passed", "camera_state"]
+    .forEach((k) => es.addEventListener(k, (m) => addEvent(JSON.parse(m.data))));
+})();
