@@ -14,9 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Callable
+
+# OpenCV's own warnings (e.g. a probe of a non-video file) would duplicate our clear errors
+os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
 ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:

@@ -51,6 +51,9 @@ class Analyzer:
         self.detections_total = 0
         self.confirmed_ids: set[int] = set()
         self._last_tracks: Tracks = Tracks.empty()
+        # ids matched by a detection at the last detector update: between detector runs
+        # predict() reports det_index=-1 for every track, but only these are "seen"
+        self._matched_ids = np.zeros(0, np.int64)
 
     def detect(self, frame: Frame) -> Detections:
         dets = self.detector.detect(frame)
@@ -63,8 +66,13 @@ class Analyzer:
         with self._lock:
             self.detections_total += len(dets)
             tracks = self.tracker.update(frame, dets)
+            self._matched_ids = tracks.track_id[tracks.det_index >= 0].copy()
             self._after(tracks, frame)
             return tracks
+
+    def coasting(self, tracks: Tracks) -> np.ndarray:
+        """True for tracks that no detection matched at the last detector update."""
+        return ~np.isin(tracks.track_id, self._matched_ids)
 
     def track(self, frame: Frame) -> Tracks:
         """Tracks at this frame's time (a Kalman prediction between detections)."""

@@ -200,7 +200,7 @@ class CameraPipeline:
             img = frame.image.copy()
             draw_overlay(img, tracks, self.analyzer.trails(), self.analyzer.class_names,
                          zones=self.analyzer.zone_draws(), lines=self.analyzer.line_draws(),
-                         status=self.status(), banner=None)
+                         status=self.status(), banner=None, coasting=self.analyzer.coasting(tracks))
             self.overlay_hub.publish(img, frame.seq, frame.ts)
         if self.exposure_hub.has_viewers():
             self.exposure_hub.publish(self.exposure.image(), frame.seq, frame.ts)

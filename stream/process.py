@@ -164,7 +164,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 out = img.copy()
                 draw_overlay(out, tracks, analyzer.trails(), analyzer.class_names,
                              zones=analyzer.zone_draws(), lines=analyzer.line_draws(),
-                             status=None, banner=None)
+                             status=None, banner=None, coasting=analyzer.coasting(tracks))
                 t4 = time.perf_counter()
                 writer.write(out)
                 stage_s["draw"].append(t4 - t3)

@@ -193,7 +193,9 @@ def create_app(vigil: Vigil, stop_event: threading.Event | None = None) -> Flask
         t = p.latest_tracks
         names = p.analyzer.class_names
         rows = t.to_list()
-        for r in rows:
+        coasting = p.analyzer.coasting(t)
+        for r, c in zip(rows, coasting.tolist()):
+            r["coasting"] = bool(c)
             if r["label"] is None and 0 <= r["class_id"] < len(names):
                 r["label"] = names[r["class_id"]]
         return jsonify({"camera": camera, "frame_seq": t.frame_seq, "tracks": rows})

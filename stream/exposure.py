@@ -1,0 +1,175 @@
+"""Long exposure: a running average of every source frame, with optional motion trails.
+
+Two modes:
+- "ema": exponential moving average, acc = (1-alpha)*acc + alpha*frame, in a float32
+  accumulator (cv2.accumulateWeighted). O(1) memory, the past fades with time constant
+  ~1/alpha frames.
+- "window": the exact mean of the last N frames. A running int32 sum (255*1000 fits easily,
+  so it stays exact) plus a ring buffer of the last N frames: the oldest frame is subtracted
+  when it leaves. Memory: N full frames (N*H*W*3 bytes, e.g. 50 frames at 768x576 = 66 MB);
+  N is bounded by `window` (2..1000) and by `max_memory_mb`: when the first frame shows that
+  N frames would exceed it, the effective window is reduced (logged, see `effective_window`).
+
+`update()` is cheap and runs on every source frame; the 8-bit picture is computed lazily by
+`image()` (only when someone watches) and cached until the next update. A new array is
+returned each time it changes, so it can be published by reference.
+
+Trails (`trails=True`): the average alone shows moving things only as faint ghosts and hides
+where they are *now*. Trails mode blends the current frame over the average:
+    out = (1 - trails_weight) * avg + trails_weight * frame          (cv2.addWeighted)
+Static background is unchanged (frame == avg there); the moving objects appear at their
+current position with opacity trails_weight, and the smeared ghosts of where they were (the
+trails, fading as the average forgets them) keep (1 - trails_weight) of their strength.
+0.5 gives both equal weight. A per-pixel mask ("show the frame only where it differs from
+the average") was tried and rejected: right behind a moving object the average still holds
+the freshest part of the trail while the frame shows background, so the mask erased the
+trail exactly where it is strongest.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+import cv2
+import numpy as np
+
+__all__ = ["LongExposure", "EXPOSURE_MODES"]
+
+log = logging.getLogger(__name__)
+
+EXPOSURE_MODES = ("ema", "window")
+
+
+class LongExposure:
+    """Running average of frames; see the module docstring.
+
+    mode: "ema" | "window". alpha: EMA weight of the newest frame, 0.001..1 (default 0.05).
+    window: frames in the window mean, 2..1000 (default 50). trails: blend the current
+    frame over the average. trails_weight: weight of the current frame 0..1 (default 0.5).
+    max_memory_mb: cap on the window ring buffer, 16..16384 (default 1024).
+    Thread-safe: update() and image() may be called from different threads.
+    """
+
+    def __init__(self, mode: str = "ema", alpha: float = 0.05, window: int = 50,
+                 trails: bool = False, trails_weight: float = 0.5,
+                 max_memory_mb: float = 1024.0) -> None:
+        if mode not in EXPOSURE_MODES:
+            raise ValueError(f"mode must be one of {EXPOSURE_MODES}, got {mode!r}")
+        if not 0.001 <= float(alpha) <= 1.0:
+            raise ValueError(f"alpha must be in 0.001..1, got {alpha}")
+        if not 2 <= int(window) <= 1000:
+            raise ValueError(f"window must be in 2..1000 frames, got {window}")
+        if not 0.0 <= float(trails_weight) <= 1.0:
+            raise ValueError(f"trails_weight must be in 0..1, got {trails_weight}")
+        if not 16 <= float(max_memory_mb) <= 16384:
+            raise ValueError(f"max_memory_mb must be in 16..16384, got {max_memory_mb}")
+        self.mode = mode
+        self.alpha = float(alpha)
+        self.window = int(window)
+        self.trails = bool(trails)
+        self.trails_weight = float(trails_weight)
+        self.max_memory_mb = float(max_memory_mb)
+        self._lock = threading.Lock()
+        self.resets = 0
+        self._clear()
+
+    def _clear(self) -> None:
+        self.frames = 0  # frames accumulated since the last reset
+        self._shape: tuple[int, ...] | None = None
+        self._acc: np.ndarray | None = None  # ema: float32 accumulator
+        self._sum: np.ndarray | None = None  # window: int32 running sum
+        self._ring: np.ndarray | None = None  # window: (N, H, W, C) uint8
+        self._head = 0  # window: next ring slot to write
+        self._n = 0  # window: frames currently in the ring
+        self._last: np.ndarray | None = None  # copy of the newest frame (trails)
+        self._cached: np.ndarray | None = None
+        self._cached_at = -1
+        self.effective_window = self.window
+
+    def reset(self) -> None:
+        """Forget everything; the next frame starts a new exposure."""
+        with self._lock:
+            self._clear()
+            self.resets += 1
+
+    def update(self, image: np.ndarray) -> None:
+        """Add one source frame (uint8, (H,W,3) or (H,W)). A new size restarts the exposure."""
+        if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim not in (2, 3) \
+                or image.size == 0:
+            raise ValueError("LongExposure.update() needs a non-empty uint8 image")
+        with self._lock:
+            if self._shape is not None and image.shape != self._shape:
+                log.info("long exposure: frame size %s -> %s, resetting", self._shape, image.shape)
+                self._clear()
+                self.resets += 1
+            if self._shape is None:
+                self._start(image)
+            elif self.mode == "ema":
+                cv2.accumulateWeighted(image, self._acc, self.alpha)
+            else:
+                self._push(image)
+            if self.trails:
+                np.copyto(self._last, image)
+            self.frames += 1
+
+    def _start(self, image: np.ndarray) -> None:
+        self._shape = image.shape
+        if self.mode == "ema":
+            self._acc = image.astype(np.float32)
+        else:
+            n = self.window
+            budget = int(self.max_memory_mb * 2**20)
+            if n * image.nbytes > budget:
+                n = max(2, budget // image.nbytes)
+                log.warning("long exposure: window %d frames of %s would exceed %.0f MB, using %d",
+                            self.window, image.shape, self.max_memory_mb, n)
+            self.effective_window = n
+            self._ring = np.empty((n,) + image.shape, np.uint8)
+            self._sum = np.zeros(image.shape, np.int32)
+            self._push(image)
+        if self.trails:
+            self._last = image.copy()
+
+    def _push(self, image: np.ndarray) -> None:
+        slot = self._ring[self._head]
+        if self._n == self._ring.shape[0]:
+            np.subtract(self._sum, slot, out=self._sum)  # oldest frame leaves the window
+        else:
+            self._n += 1
+        np.add(self._sum, image, out=self._sum)
+        np.copyto(slot, image)
+        self._head = (self._head + 1) % self._ring.shape[0]
+
+    def image(self) -> np.ndarray | None:
+        """The current exposure as uint8 (same shape as the frames); None before any frame.
+
+        Cached until the next update(); treat the result as read-only.
+        """
+        with self._lock:
+            if self._shape is None:
+                return None
+            if self._cached_at == self.frames and self._cached is not None:
+                return self._cached
+            if self.mode == "ema":
+                avg = cv2.convertScaleAbs(self._acc)  # rounds and saturates to uint8
+            else:
+                # sum * (1/n) rounded to nearest; exact for the integer sum (±0.5 before rounding)
+                avg = cv2.convertScaleAbs(self._sum, alpha=1.0 / self._n)
+            if self.trails and self.trails_weight > 0:
+                avg = self._blend_trails(avg, self._last)
+            self._cached, self._cached_at = avg, self.frames
+            return avg
+
+    def _blend_trails(self, avg: np.ndarray, cur: np.ndarray) -> np.ndarray:
+        w = self.trails_weight
+        return cv2.addWeighted(avg, 1.0 - w, cur, w, 0.0)
+
+    @property
+    def count(self) -> int:
+        """Frames that make up the current picture (window: at most the window size)."""
+        return self._n if self.mode == "window" else self.frames
+
+    def stats(self) -> dict:
+        return {"mode": self.mode, "frames": self.frames, "count": self.count,
+                "resets": self.resets, "alpha": self.alpha, "window": self.effective_window,
+                "trails": self.trails}

@@ -1,0 +1,431 @@
+"""Fast overlay drawing: boxes, labels, trails, OCR text, zones, counting lines, status, banner.
+
+Budget: well under 1 ms per frame at 768x576 with ~10 tracks (bench/overlay.py measures it).
+What makes it fast (measured with OpenCV 4.14 on the dev machine, see the report):
+- Text is rendered once into small opaque "sprites" (anti-aliased putText on a filled
+  background) kept in a bounded LRU cache, then blitted with one numpy slice assignment
+  (~2 us) instead of getTextSize + filled rectangle + putText every frame (~9 us, and LINE_AA
+  text costs ~18 us). Labels are split into a stable part ("person #12", cached per track)
+  and a score part ("0.87", 101 possible values) so a changing score does not miss the cache.
+- Solid boxes are N thickness-1 rectangles (2 x ~2.5 us) instead of one thickness-2 one
+  (~13 us: OpenCV draws thick lines as filled polygons).
+- Dashed boxes (coasting tracks) are drawn by reshaping each edge strip into (dashes, period)
+  and assigning the colour to the first `dash` pixels of every period: 4 numpy assignments.
+- Trails: a thin (1 px) polyline for the whole history and a 2 px one for the newest points.
+- Zone fills blend only the polygon's bounding box with a cached mask (cv2.copyTo).
+
+Coordinates: tracks.xyxy is in the pixel space of the image being drawn on.
+Each renderer holds caches and is meant for one thread; `draw_overlay()` uses one renderer
+per calling thread (threading.local), so camera threads never share a cache.
+"""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import cv2
+import numpy as np
+
+from core.types import Tracks
+
+__all__ = ["ZoneDraw", "LineDraw", "StatusInfo", "OverlayRenderer", "draw_overlay", "grey_out",
+           "track_color", "STATE_COLORS"]
+
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+_PALETTE_SIZE = 32
+
+# BGR colours for the camera state chip in the status strip.
+STATE_COLORS: dict[str, tuple[int, int, int]] = {
+    "LIVE": (60, 170, 60), "CONNECTING": (170, 140, 40), "STALLED": (0, 140, 230),
+    "RECONNECTING": (0, 90, 230), "FAILED": (40, 40, 200), "ENDED": (120, 120, 120),
+    "STOPPED": (120, 120, 120),
+}
+
+
+@dataclass(frozen=True)
+class ZoneDraw:
+    """A zone to draw: polygon (K,2) int pixels, counts e.g. {"person": 3, "car": 1}."""
+
+    name: str
+    polygon: np.ndarray
+    counts: Mapping[str, int] = field(default_factory=dict)
+    color: tuple[int, int, int] | None = None  # BGR; None = default zone colour
+
+
+@dataclass(frozen=True)
+class LineDraw:
+    """A counting line p1->p2. The arrow points to the "in" side: in_side=+1 is the right-hand
+    side of p1->p2 in image coordinates (y down), i.e. the normal (-dy, dx); -1 the other."""
+
+    name: str
+    p1: tuple[int, int]
+    p2: tuple[int, int]
+    count_in: int = 0
+    count_out: int = 0
+    in_side: int = 1
+    color: tuple[int, int, int] | None = None
+
+
+@dataclass(frozen=True)
+class StatusInfo:
+    """Status strip content; None values are left out."""
+
+    camera: str
+    state: str
+    source_fps: float | None = None
+    detector_fps: float | None = None
+    published_fps: float | None = None
+    latency_ms: float | None = None
+
+
+def _palette(n: int = _PALETTE_SIZE) -> np.ndarray:
+    """n well-separated saturated BGR colours (golden-ratio hue steps), (n,3) uint8."""
+    hues = (np.arange(n) * 0.618033988749895 % 1.0 * 180).astype(np.uint8)
+    hsv = np.stack([hues, np.full(n, 210, np.uint8), np.full(n, 235, np.uint8)], 1)[None]
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0]
+
+
+_PALETTE_LOCK = threading.Lock()
+_PALETTE: np.ndarray | None = None
+
+
+def _get_palette() -> np.ndarray:
+    global _PALETTE
+    if _PALETTE is None:
+        with _PALETTE_LOCK:
+            if _PALETTE is None:
+                _PALETTE = _palette()
+    return _PALETTE
+
+
+def track_color(track_id: int) -> tuple[int, int, int]:
+    """Stable BGR colour for a track id (same id -> same colour, in every process)."""
+    c = _get_palette()[int(track_id) % _PALETTE_SIZE]
+    return int(c[0]), int(c[1]), int(c[2])
+
+
+def grey_out(image: np.ndarray, brightness: float = 0.6) -> np.ndarray:
+    """A new, greyed and dimmed BGR copy of `image` (for STALE / RECONNECTING frames)."""
+    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+    grey = cv2.convertScaleAbs(grey, alpha=float(brightness), beta=20.0)
+    return cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
+
+
+def _text_color(bg: tuple[int, int, int]) -> tuple[int, int, int]:
+    lum = 0.114 * bg[0] + 0.587 * bg[1] + 0.299 * bg[2]
+    return (0, 0, 0) if lum > 140 else (255, 255, 255)
+
+
+def _blit(img: np.ndarray, sprite: np.ndarray, x: int, y: int) -> int:
+    """Copy sprite with its top-left at (x, y), clipped to the image; returns its width."""
+    h, w = sprite.shape[:2]
+    H, W = img.shape[:2]
+    x0, y0 = max(x, 0), max(y, 0)
+    x1, y1 = min(x + w, W), min(y + h, H)
+    if x1 > x0 and y1 > y0:
+        img[y0:y1, x0:x1] = sprite[y0 - y:y1 - y, x0 - x:x1 - x]
+    return w
+
+
+class OverlayRenderer:
+    """Draws overlays with cached text sprites. One instance per thread.
+
+    font_scale: label text scale 0.3..1.5 (default 0.45). box_thickness: 1..4 (default 2).
+    trail_recent: newest trail points drawn 2 px thick (default 8, 0 = all thin).
+    zone_fill_alpha: zone fill opacity 0..0.6 (default 0.12; 0 = outline only).
+    text_cache: cached sprites (True) or plain putText each frame (False, for comparison).
+    cache_size: sprite LRU entries 64..8192 (default 1024).
+    """
+
+    def __init__(self, font_scale: float = 0.45, box_thickness: int = 2, trail_recent: int = 8,
+                 zone_fill_alpha: float = 0.12, text_cache: bool = True,
+                 cache_size: int = 1024) -> None:
+        if not 0.3 <= font_scale <= 1.5:
+            raise ValueError(f"font_scale must be in 0.3..1.5, got {font_scale}")
+        if not 1 <= int(box_thickness) <= 4:
+            raise ValueError(f"box_thickness must be in 1..4, got {box_thickness}")
+        if not 0.0 <= zone_fill_alpha <= 0.6:
+            raise ValueError(f"zone_fill_alpha must be in 0..0.6, got {zone_fill_alpha}")
+        if not 64 <= int(cache_size) <= 8192:
+            raise ValueError(f"cache_size must be in 64..8192, got {cache_size}")
+        self.font_scale = float(font_scale)
+        self.box_thickness = int(box_thickness)
+        self.trail_recent = max(0, int(trail_recent))
+        self.zone_fill_alpha = float(zone_fill_alpha)
+        self.text_cache = bool(text_cache)
+        self.cache_size = int(cache_size)
+        self._sprites: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._zone_cache: OrderedDict[tuple, tuple] = OrderedDict()
+        (_, th), base = cv2.getTextSize("Ag", _FONT, self.font_scale, 1)
+        self._pad = 2
+        self._text_h = th + base + 2 * self._pad  # sprite height for this font scale
+        self._baseline = base
+        self.sprite_hits = 0
+        self.sprite_misses = 0
+        self._dash_period, self._dash_len = 10, 6
+        self._status_drawn = False
+
+    # ------------------------------------------------------------------ text
+    def _sprite(self, text: str, bg: tuple[int, int, int], scale: float | None = None,
+                thickness: int = 1) -> np.ndarray:
+        key = (text, bg, scale, thickness)
+        sp = self._sprites.get(key)
+        if sp is not None:
+            self._sprites.move_to_end(key)
+            self.sprite_hits += 1
+            return sp
+        self.sprite_misses += 1
+        s = self.font_scale if scale is None else scale
+        (tw, _), _ = cv2.getTextSize(text, _FONT, s, thickness)
+        (_, th), base = cv2.getTextSize("Ag", _FONT, s, thickness)  # same height for all labels
+        pad = self._pad
+        sp = np.empty((th + base + 2 * pad, tw + 2 * pad, 3), np.uint8)
+        sp[:] = bg
+        cv2.putText(sp, text, (pad, pad + th), _FONT, s, _text_color(bg), thickness, cv2.LINE_AA)
+        self._sprites[key] = sp
+        if len(self._sprites) > self.cache_size:
+            self._sprites.popitem(last=False)
+        return sp
+
+    def _text(self, img: np.ndarray, text: str, x: int, y: int, bg: tuple[int, int, int],
+              scale: float | None = None, thickness: int = 1) -> int:
+        """Label with a filled background, top-left at (x, y); returns its width."""
+        if self.text_cache:
+            return _blit(img, self._sprite(text, bg, scale, thickness), x, y)
+        s = self.font_scale if scale is None else scale
+        (tw, _), _ = cv2.getTextSize(text, _FONT, s, thickness)
+        (_, th), base = cv2.getTextSize("Ag", _FONT, s, thickness)
+        pad = self._pad
+        cv2.rectangle(img, (x, y), (x + tw + 2 * pad - 1, y + th + base + 2 * pad - 1), bg, -1)
+        cv2.putText(img, text, (x + pad, y + pad + th), _FONT, s, _text_color(bg), thickness,
+                    cv2.LINE_8)
+        return tw + 2 * pad
+
+    # ------------------------------------------------------------------ shapes
+    def _solid_box(self, img, x1, y1, x2, y2, color) -> None:
+        for k in range(self.box_thickness):
+            if x2 - k < x1 + k or y2 - k < y1 + k:
+                break
+            cv2.rectangle(img, (x1 + k, y1 + k), (x2 - k, y2 - k), color, 1, cv2.LINE_8)
+
+    def _dashed_box(self, img, x1, y1, x2, y2, color) -> None:
+        """Dashed rectangle (box already clipped to the image): each edge strip is reshaped
+        into (dashes, period) and the first `dash` pixels of every period are painted."""
+        t, p, d = self.box_thickness, self._dash_period, self._dash_len
+        c = color if isinstance(color, np.ndarray) else np.asarray(color, np.uint8)
+        w, h = x2 - x1 + 1, y2 - y1 + 1
+        t = min(t, w, h)
+        if t <= 0:
+            return
+        nw, nh = w // p, h // p
+        for ys in (slice(y1, y1 + t), slice(y2 - t + 1, y2 + 1)):
+            strip = img[ys, x1:x2 + 1]
+            if nw:
+                strip[:, :nw * p].reshape(t, nw, p, 3)[:, :, :d] = c
+            if nw * p < w:
+                strip[:, nw * p:nw * p + d] = c
+        for xs in (slice(x1, x1 + t), slice(x2 - t + 1, x2 + 1)):
+            strip = img[y1:y2 + 1, xs]
+            if nh:
+                strip[:nh * p].reshape(nh, p, t, 3)[:, :d] = c
+            if nh * p < h:
+                strip[nh * p:nh * p + d] = c
+
+    # ------------------------------------------------------------------ parts
+    def _draw_tracks(self, img, tracks: Tracks, class_names, trails, coasting) -> None:
+        H, W = img.shape[:2]
+        n = len(tracks)
+        if trails:
+            for tid, pts in trails.items():
+                pts = np.asarray(pts)
+                if pts.ndim != 2 or pts.shape[0] < 2:
+                    continue
+                p = np.rint(pts[:, :2]).astype(np.int32)
+                color = track_color(tid)
+                cv2.polylines(img, [p], False, color, 1, cv2.LINE_8)
+                if self.trail_recent:
+                    cv2.polylines(img, [p[-self.trail_recent:]], False, color, 2, cv2.LINE_8)
+        if not n:
+            return
+        hi = np.array([W - 1, H - 1, W - 1, H - 1], np.float32)
+        box = np.minimum(np.maximum(np.rint(tracks.xyxy), 0.0), hi).astype(np.int32)
+        pal = _get_palette()[tracks.track_id % _PALETTE_SIZE]
+        colors = pal.tolist()
+        if coasting is None:
+            coasting = tracks.det_index < 0
+        coasting = np.asarray(coasting, bool).reshape(n).tolist()
+        scores = np.clip(np.rint(tracks.score * 100), 0, 100).astype(np.int64).tolist()
+        tids = tracks.track_id.tolist()
+        cids = tracks.class_id.tolist()
+        labels = tracks.label.tolist() if tracks.label is not None else None
+        texts = tracks.text.tolist() if tracks.text is not None else None
+        boxes = box.tolist()
+        th = self._text_h
+        top_limit = th + 2 if self._status_drawn else 0
+        n_names = len(class_names) if class_names else 0
+        dark = (40, 40, 40)
+        for i in range(n):
+            x1, y1, x2, y2 = boxes[i]
+            color = tuple(colors[i])
+            if coasting[i]:
+                self._dashed_box(img, x1, y1, x2, y2, pal[i])
+            else:
+                self._solid_box(img, x1, y1, x2, y2, color)
+            name = labels[i] if labels is not None and labels[i] else None
+            if name is None:
+                cid = cids[i]
+                name = class_names[cid] if 0 <= cid < n_names else str(cid)
+            ly = y1 - th if y1 - th >= top_limit else max(y1 + 1, top_limit)
+            x = x1 + self._text(img, f"{name} #{tids[i]}", x1, ly, color)
+            self._text(img, _SCORE_TEXT[scores[i]], x, ly, dark)
+            if texts is not None and texts[i]:
+                ty = y2 + 2 if y2 + 2 + th <= H else y2 - th
+                self._text(img, texts[i], x1, ty, (250, 250, 250))
+
+    def _zone_geometry(self, poly: np.ndarray, shape, color) -> tuple:
+        """(rows, cols, mask, colour image, scratch) of the polygon's clipped bounding box,
+        cached per polygon/colour/frame size (zones rarely change)."""
+        key = (poly.tobytes(), poly.shape, shape[:2], color)
+        g = self._zone_cache.get(key)
+        if g is not None:
+            return g
+        H, W = shape[:2]
+        x, y, w, h = cv2.boundingRect(poly)
+        x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, W), min(y + h, H)
+        if x1 <= x0 or y1 <= y0:
+            g = (None,)
+        else:
+            mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
+            cv2.fillPoly(mask, [poly - np.array([x0, y0], np.int32)], 1)
+            solid = np.empty((y1 - y0, x1 - x0, 3), np.uint8)
+            solid[:] = color
+            g = (slice(y0, y1), slice(x0, x1), mask, solid, np.empty_like(solid))
+        self._zone_cache[key] = g
+        if len(self._zone_cache) > 32:
+            self._zone_cache.popitem(last=False)
+        return g
+
+    def _draw_zones(self, img, zones: Sequence[ZoneDraw]) -> None:
+        for z in zones:
+            poly = np.rint(np.asarray(z.polygon)).astype(np.int32).reshape(-1, 2)
+            if poly.shape[0] < 3:
+                continue
+            color = tuple(int(c) for c in z.color) if z.color else (0, 215, 255)
+            if self.zone_fill_alpha > 0:
+                g = self._zone_geometry(poly, img.shape, color)
+                if g[0] is not None:
+                    # Blend only the bounding box, then copy back inside the polygon mask;
+                    # cost grows with the zone's area (~0.1 ms for 300x260 px).
+                    ys, xs, mask, solid, tmp = g
+                    roi = img[ys, xs]
+                    a = self.zone_fill_alpha
+                    cv2.addWeighted(roi, 1.0 - a, solid, a, 0.0, dst=tmp)
+                    cv2.copyTo(tmp, mask, roi)
+            cv2.polylines(img, [poly], True, color, 2, cv2.LINE_8)
+            counts = " ".join(f"{k} {v}" for k, v in z.counts.items() if v)
+            text = f"{z.name}: {counts}" if counts else z.name
+            x, y = int(poly[:, 0].min()), int(poly[:, 1].min())
+            self._text(img, text, x, max(y - self._text_h, 0), color)
+
+    def _draw_lines(self, img, lines: Sequence[LineDraw]) -> None:
+        for ln in lines:
+            color = ln.color or (255, 0, 255)
+            p1 = (int(round(ln.p1[0])), int(round(ln.p1[1])))
+            p2 = (int(round(ln.p2[0])), int(round(ln.p2[1])))
+            cv2.line(img, p1, p2, color, 2, cv2.LINE_8)
+            dx, dy = p2[0] - p1[0], p2[1] - p1[1]
+            norm = float(np.hypot(dx, dy)) or 1.0
+            side = 1 if ln.in_side >= 0 else -1
+            nx, ny = -dy / norm * side, dx / norm * side
+            mx, my = (p1[0] + p2[0]) // 2, (p1[1] + p2[1]) // 2
+            tip = (int(mx + 28 * nx), int(my + 28 * ny))
+            cv2.arrowedLine(img, (mx, my), tip, color, 2, cv2.LINE_8, tipLength=0.35)
+            self._text(img, f"{ln.name} in {ln.count_in} out {ln.count_out}",
+                       mx + 6, my + 6, color)
+
+    def _draw_status(self, img, st: StatusInfo) -> None:
+        h = self._text_h + 2
+        band = img[:h]
+        np.right_shift(band, 1, out=band)  # dim the strip: cheap, keeps the picture visible
+        x = 2
+        x += self._text(img, st.camera, x, 1, (30, 30, 30)) + 4
+        state = str(getattr(st.state, "value", st.state))
+        x += self._text(img, state, x, 1, STATE_COLORS.get(state, (90, 90, 90))) + 4
+        parts = []
+        if st.source_fps is not None:
+            parts.append(f"src {st.source_fps:.1f}")
+        if st.detector_fps is not None:
+            parts.append(f"det {st.detector_fps:.1f}")
+        if st.published_fps is not None:
+            parts.append(f"pub {st.published_fps:.1f} fps")
+        if st.latency_ms is not None:
+            parts.append(f"{st.latency_ms:.0f} ms")
+        for p in parts:  # one sprite per field: values change independently, cache stays warm
+            x += self._text(img, p, x, 1, (30, 30, 30)) + 2
+
+    def _draw_banner(self, img, text: str) -> None:
+        H, W = img.shape[:2]
+        scale = max(0.6, min(3.0, W / 480.0))
+        thick = max(2, int(round(scale * 1.5)))
+        (tw, th), base = cv2.getTextSize(text, _FONT, scale, thick)
+        x, y = (W - tw) // 2, (H + th) // 2
+        pad = int(10 * scale)
+        cv2.rectangle(img, (x - pad, y - th - pad), (x + tw + pad, y + base + pad), (30, 30, 140), -1)
+        cv2.rectangle(img, (x - pad, y - th - pad), (x + tw + pad, y + base + pad), (255, 255, 255), 2)
+        cv2.putText(img, text, (x, y), _FONT, scale, (255, 255, 255), thick, cv2.LINE_AA)
+
+    # ------------------------------------------------------------------ entry point
+    def draw(self, image: np.ndarray, tracks: Tracks | None = None,
+             trails: Mapping[int, np.ndarray] | None = None,
+             class_names: Sequence[str] | None = None,
+             zones: Sequence[ZoneDraw] | None = None, lines: Sequence[LineDraw] | None = None,
+             status: StatusInfo | None = None, banner: str | None = None,
+             coasting: np.ndarray | None = None) -> np.ndarray:
+        """Draw in place on `image` (a copy the caller owns, (H,W,3) uint8) and return it.
+
+        Coasting tracks are drawn dashed: by default those with det_index == -1; pass
+        `coasting` (bool per track) to decide otherwise, e.g. "no detection matched for longer
+        than the detector interval", so boxes do not flicker between detector frames.
+
+        Order: zones, lines, trails, boxes/labels/OCR text, status strip, banner. For a stale
+        or reconnecting camera pass `grey_out(last_frame)` and a banner, usually no tracks.
+        """
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"overlay needs an (H,W,3) uint8 image, got {image.shape} {image.dtype}")
+        self._status_drawn = status is not None
+        if zones:
+            self._draw_zones(image, zones)
+        if lines:
+            self._draw_lines(image, lines)
+        if tracks is not None and (len(tracks) or trails):
+            self._draw_tracks(image, tracks, class_names, trails, coasting)
+        elif trails:
+            self._draw_tracks(image, Tracks.empty(), class_names, trails, None)
+        if status is not None:
+            self._draw_status(image, status)
+        if banner:
+            self._draw_banner(image, banner)
+        return image
+
+    def stats(self) -> dict:
+        return {"sprites": len(self._sprites), "sprite_hits": self.sprite_hits,
+                "sprite_misses": self.sprite_misses}
+
+
+_SCORE_TEXT = [f"{s / 100:.2f}" for s in range(101)]
+_local = threading.local()
+
+
+def draw_overlay(image: np.ndarray, tracks: Tracks | None = None,
+                 trails: Mapping[int, np.ndarray] | None = None,
+                 class_names: Sequence[str] | None = None,
+                 zones: Sequence[ZoneDraw] | None = None, lines: Sequence[LineDraw] | None = None,
+                 status: StatusInfo | None = None, banner: str | None = None,
+                 coasting: np.ndarray | None = None) -> np.ndarray:
+    """OverlayRenderer.draw with a default renderer per calling thread (its own caches)."""
+    r = getattr(_local, "renderer", None)
+    if r is None:
+        r = _local.renderer = OverlayRenderer()
+    return r.draw(image, tracks, trails, class_names, zones, lines, status, banner, coasting)
