@@ -1,0 +1,97 @@
+"""Capture-to-publish latency with a live-paced source, measured two ways in one run:
+
+pipeline : capture ts -> the overlay frame handed to the hub (the pipeline's own ring)
+http     : capture ts (X-Capture-Ts header, monotonic clock) -> arrival of the MJPEG part at
+           an HTTP client in the same process (same monotonic clock), through waitress.
+"""
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import requests
+
+from bench.common import emit, machine
+
+
+def _pct(xs: list[float]) -> dict[str, float | None]:
+    if not xs:
+        return {"p50": None, "p95": None, "max": None, "n": 0}
+    a = np.asarray(xs) * 1000.0
+    return {"p50": round(float(np.percentile(a, 50)), 2), "p95": round(float(np.percentile(a, 95)), 2),
+            "max": round(float(a.max()), 2), "n": int(a.size)}
+
+
+def measure(source: str, detector: str, seconds: float, detect_every: int = 1) -> dict[str, Any]:
+    from core.config import parse_config
+    from web.server import VigilServer
+    cfg = parse_config({"server": {"host": "127.0.0.1", "port": 0, "threads": 16},
+                        "cameras": [{"name": "lat", "source": source, "detector": detector,
+                                     "detect_every": detect_every, "loop": True}]})
+    srv = VigilServer(cfg)
+    srv.bind()
+    srv.start_pipelines()
+    th = threading.Thread(target=srv.run, daemon=True)
+    th.start()
+    base = srv.url.rstrip("/")
+    http: list[float] = []
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(base + "/readyz", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        warm = time.monotonic() + 2.0
+        end = warm + seconds
+        with requests.get(base + "/stream/lat.mjpg", stream=True, timeout=10) as r:
+            buf = b""
+            for chunk in r.raw.stream(16384, decode_content=False):
+                buf += chunk
+                while True:
+                    i = buf.find(b"\r\n\r\n")
+                    if i < 0:
+                        break
+                    head = buf[:i].decode("latin-1")
+                    hdr = dict(ln.split(": ", 1) for ln in head.split("\r\n") if ": " in ln)
+                    n = int(hdr.get("Content-Length", "0"))
+                    if len(buf) < i + 4 + n + 2:
+                        break
+                    now = time.monotonic()
+                    buf = buf[i + 4 + n + 2:]
+                    if now >= warm:
+                        http.append(now - float(hdr["X-Capture-Ts"]))
+                if time.monotonic() > end:
+                    break
+        p = srv.vigil.pipelines["lat"]
+        pipe = p.latency.values()
+        snap = p.snapshot()
+    finally:
+        srv.shutdown(2.0)
+        th.join(3)
+    return {"source": source, "detector": detector, "detect_every": detect_every,
+            "pipeline_ms": _pct(pipe), "http_ms": _pct(http),
+            "source_fps": snap["capture"]["fps"], "published_fps": snap["stages"]["publish"]["fps"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="main.py bench latency", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--source", default="synthetic:crossing", help="live-paced source (default synthetic:crossing, 25 fps)")
+    ap.add_argument("--detector", default="none")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    res = measure(args.source, args.detector, args.seconds)
+    out = {"benchmark": "latency", **res, "machine": machine()}
+    emit(out, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,137 @@
+"""Viewer scaling: published fps, server CPU %, JPEG encodes per frame and bytes sent with
+1, 10, 50 and 100 concurrent MJPEG viewers of one camera, all in the same run.
+
+The server (waitress + pipeline) runs in this process; the viewers run in a separate
+client process (one thread, non-blocking sockets) so that client work does not count as
+server CPU or compete for the server's GIL.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import psutil
+import requests
+
+from bench.common import ROOT, emit, machine
+
+CLIENT = r"""
+import selectors, socket, sys, time, json
+host, port, n, seconds, path = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
+sel = selectors.DefaultSelector()
+socks = []
+for i in range(n):
+    s = socket.create_connection((host, port))
+    s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    s.setblocking(False)
+    sel.register(s, selectors.EVENT_READ)
+    socks.append(s)
+nbytes = 0
+parts = 0
+end = time.monotonic() + seconds
+while time.monotonic() < end:
+    for key, _ in sel.select(timeout=0.2):
+        try:
+            data = key.fileobj.recv(1 << 16)
+        except BlockingIOError:
+            continue
+        nbytes += len(data)
+        parts += data.count(b"X-Frame-Seq")
+for s in socks:
+    s.close()
+print(json.dumps({"bytes": nbytes, "parts": parts}))
+"""
+
+
+def run_level(srv, n: int, seconds: float) -> dict[str, Any]:
+    p = srv.vigil.pipelines["view"]
+    hub = p.overlay_hub
+    proc = psutil.Process()
+    host, port = "127.0.0.1", srv.port
+    client = subprocess.Popen([sys.executable, "-c", CLIENT, host, str(port), str(n), str(seconds + 2.0),
+                               "/stream/view.mjpg"], stdout=subprocess.PIPE, text=True)
+    time.sleep(2.0)  # connect and settle
+    e0, pub0, fr0 = hub.encodes, p.publish_stage.processed, hub.frames_sent
+    gen0 = hub.published
+    proc.cpu_percent(None)
+    t0 = time.monotonic()
+    time.sleep(seconds)
+    dt = time.monotonic() - t0
+    cpu = proc.cpu_percent(None)
+    e1, pub1, fr1 = hub.encodes, p.publish_stage.processed, hub.frames_sent
+    gen1 = hub.published
+    viewers = hub.viewers
+    out, _ = client.communicate(timeout=seconds + 30)
+    res = json.loads(out.strip().splitlines()[-1])
+    frames_published = gen1 - gen0
+    return {
+        "viewers": n,
+        "viewers_seen": viewers,
+        "published_fps": round((pub1 - pub0) / dt, 2),
+        "cpu_percent": round(cpu, 1),
+        "encodes_per_frame": round((e1 - e0) / max(1, frames_published), 3),
+        "frames_sent_per_s": round((fr1 - fr0) / dt, 1),
+        "client_bytes": res["bytes"],
+        "client_mbit_s": round(res["bytes"] * 8 / 1e6 / (seconds + 2.0), 2),
+        "client_parts": res["parts"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="main.py bench viewers", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--levels", type=int, nargs="+", default=[1, 10, 50, 100])
+    ap.add_argument("--seconds", type=float, default=6.0)
+    ap.add_argument("--source", default="synthetic:crossing")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    from core.config import parse_config
+    from web.server import VigilServer
+    cfg = parse_config({"server": {"host": "127.0.0.1", "port": 0, "threads": max(args.levels) + 24},
+                        "cameras": [{"name": "view", "source": args.source, "detector": "none"}]})
+    srv = VigilServer(cfg)
+    srv.bind()
+    srv.start_pipelines()
+    th = threading.Thread(target=srv.run, daemon=True)
+    th.start()
+    base = srv.url.rstrip("/")
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(base + "/readyz", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        # baseline: no viewers (nothing should be encoded)
+        p = srv.vigil.pipelines["view"]
+        e0, pub0 = p.overlay_hub.encodes, p.publish_stage.processed
+        proc = psutil.Process()
+        proc.cpu_percent(None)
+        time.sleep(args.seconds / 2)
+        levels = [{"viewers": 0, "published_fps": round((p.publish_stage.processed - pub0) / (args.seconds / 2), 2),
+                   "cpu_percent": round(proc.cpu_percent(None), 1),
+                   "encodes": p.overlay_hub.encodes - e0}]
+        for n in args.levels:
+            levels.append(run_level(srv, n, args.seconds))
+            time.sleep(1.0)
+    finally:
+        srv.shutdown(2.0)
+        th.join(3)
+    base_fps = levels[1]["published_fps"] if len(levels) > 1 else None
+    out = {"benchmark": "viewers", "source": args.source, "levels": levels,
+           "fps_ratio_max_vs_1": round(levels[-1]["published_fps"] / base_fps, 3) if base_fps else None,
+           "machine": machine()}
+    emit(out, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
