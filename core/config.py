@@ -276,6 +276,8 @@ class CameraConfig(Section):
     fps: Optional[float] = Field(None, gt=0, le=240, description="pace override for files")
     detector: DetectorName = "yolo"
     detect_every: int = Field(1, ge=1, le=1000, description="run the detector on every Nth frame")
+    detector_params: dict[str, Any] = Field(default_factory=dict,
+                                            description="overrides of detectors.<detector> for this camera")
     gate: Literal["none", "motion"] = "none"
     resize: Optional[ResizeConfig] = None
     open_timeout_s: float = Field(5.0, gt=0, le=120)
@@ -323,11 +325,28 @@ class VigilConfig(Section):
     def _unique_cameras(self) -> "VigilConfig":
         seen: dict[str, int] = {}
         for i, cam in enumerate(self.cameras):
+            if cam.detector_params:
+                if cam.detector == "none":
+                    raise ValueError(f"cameras[{i}].detector_params: detector 'none' takes no parameters")
+                self.detector_section(cam)  # validates, naming the key
             if cam.name in seen:
                 raise ValueError(f"cameras[{i}].name: duplicate camera name {cam.name!r} "
                                  f"(also cameras[{seen[cam.name]}])")
             seen[cam.name] = i
         return self
+
+    def detector_section(self, cam: CameraConfig) -> Section:
+        """The camera's detector section with its per-camera overrides applied (validated)."""
+        base = getattr(self.detectors, cam.detector)
+        if not cam.detector_params:
+            return base
+        i = self.cameras.index(cam)
+        try:
+            return type(base).model_validate({**base.model_dump(), **cam.detector_params})
+        except ValidationError as e:
+            errs = [f"cameras[{i}].detector_params.{format_loc(tuple(x['loc']))}: {_describe(x)}"
+                    for x in e.errors()]
+            raise ValueError("; ".join(errs)) from None
 
     def camera(self, name: str) -> CameraConfig:
         for c in self.cameras:

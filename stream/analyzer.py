@@ -26,7 +26,7 @@ def tracker_params(cfg: VigilConfig) -> dict[str, Any]:
 
 def build_camera_detector(cam: CameraConfig, cfg: VigilConfig) -> Detector:
     """The detector named by the camera, with its config section, gated by motion if asked."""
-    params = getattr(cfg.detectors, cam.detector).model_dump() if cam.detector != "none" else {}
+    params = cfg.detector_section(cam).model_dump() if cam.detector != "none" else {}
     det = build_detector(cam.detector, params)
     if cam.gate == "motion" and cam.detector not in ("none", "motion"):
         from detectors.motion import GatedDetector

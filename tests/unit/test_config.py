@@ -164,3 +164,17 @@ def test_cli_schema_is_json():
     schema = json.loads(out.stdout)
     assert schema["additionalProperties"] is False
     assert "cameras" in schema["required"]
+
+
+def test_per_camera_detector_params():
+    data = with_("cameras.0.detector_params", {"downscale": 2, "merge_distance": 16})
+    data["cameras"][0]["detector"] = "motion"
+    cfg = parse_config(data)
+    sec = cfg.detector_section(cfg.cameras[0])
+    assert sec.downscale == 2 and sec.merge_distance == 16 and sec.method == "mog2"
+    data["cameras"][0]["detector_params"] = {"downscal": 2}
+    with pytest.raises(ConfigError, match=r"cameras\[0\]\.detector_params\.downscal: unknown key"):
+        parse_config(data)
+    data["cameras"][0]["detector_params"] = {"downscale": 99}
+    with pytest.raises(ConfigError, match=r"cameras\[0\]\.detector_params\.downscale"):
+        parse_config(data)
