@@ -1,0 +1,661 @@
+"""The SQLite event store: one writer thread, group commit, acknowledged writes, retention.
+
+Design choices:
+
+- WAL journal with `synchronous=NORMAL`. A commit appends the transaction to the -wal file
+  with write() but does not fsync; the OS holds it, so it survives the process being killed
+  (kill -9, OOM, crash) and the next open replays the WAL. It is NOT durable across power
+  loss or a kernel crash: the last transactions before the cut may be lost (the database
+  stays consistent, never corrupt). That is the usual trade for an event log: fsync per
+  commit costs milliseconds on real disks. `synchronous="FULL"` makes every commit fsync.
+- ONE writer thread owns the only write connection. submit() appends to an in-memory queue
+  and returns a Future at once; the writer takes everything queued (up to `max_batch`),
+  waits at most `batch_ms` after the first item for more, and writes the lot in one
+  transaction (group commit). A Future resolves with the row id only AFTER the COMMIT that
+  contains its row returned: that is the acknowledgement. A blocking put() marks its item
+  urgent, so the writer does not wait out batch_ms for company.
+- Event ids: the bus numbers events; the store keeps `event.id` as the primary key so the
+  API, SSE and the database agree. Events without an id get the next one (AUTOINCREMENT, so
+  ids are never reused even after retention deleted the newest rows). `max_id()` gives the
+  bus its start_id after a restart. An id that already exists (a bus started without
+  start_id) is stored under a fresh id and counted in stats()["id_conflicts"].
+- Snapshots are JPEG files under `snapshots_dir` (`<id // 10000>/<id>.jpg`, path relative to
+  snapshots_dir in the row), not BLOBs: the database stays small (its pages are what queries,
+  checkpoints and the page cache work on), the web app can stream a file without loading it,
+  and retention frees them with unlink(). The file is written before the COMMIT of its row;
+  a crash in between leaves an orphan file that the reused id overwrites later.
+  snapshots_dir=None stores no snapshots (counted in stats()["snapshots_skipped"]).
+- Retention runs in the writer thread every `retention_check_s` seconds (and at start):
+  events older than `retention_days` go, then the oldest go until the database's used pages
+  plus the snapshot files total at most `retention_mb` (MiB), trimming to 90% of the limit
+  so it does not trim on every check. New databases use `auto_vacuum=INCREMENTAL`, so freed
+  pages are returned to the file system without a VACUUM; older files reuse their free pages.
+- Readers use a small pool of their own connections (WAL: readers never block the writer).
+"""
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import math
+import os
+import sqlite3
+import threading
+import time
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import numpy as np
+
+from core.types import Event, EventKind
+
+__all__ = ["EventStore", "EventStoreError", "EventStoreClosed", "EventStoreFull"]
+
+log = logging.getLogger("vigil.events.store")
+
+_MiB = 1024 * 1024
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    camera TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    track_id INTEGER,
+    label TEXT,
+    x1 REAL, y1 REAL, x2 REAL, y2 REAL,
+    data TEXT NOT NULL DEFAULT '{}',
+    frame_seq INTEGER,
+    snapshot TEXT,
+    snapshot_bytes INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS ix_events_ts ON events(ts);
+CREATE INDEX IF NOT EXISTS ix_events_camera_ts ON events(camera, ts);
+CREATE INDEX IF NOT EXISTS ix_events_kind_ts ON events(kind, ts);
+CREATE INDEX IF NOT EXISTS ix_events_camera_kind_ts ON events(camera, kind, ts);
+"""
+_COLS = "id, ts, camera, kind, track_id, label, x1, y1, x2, y2, data, frame_seq, snapshot"
+_INSERT = ("INSERT INTO events (id, ts, camera, kind, track_id, label, x1, y1, x2, y2, data, frame_seq)"
+           " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)")
+
+
+class EventStoreError(RuntimeError):
+    """The database cannot be opened or written (the message names the file)."""
+
+
+class EventStoreClosed(EventStoreError):
+    """submit() after close()."""
+
+
+class EventStoreFull(EventStoreError):
+    """The write queue is full (the disk cannot keep up); the event was not stored."""
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (set, frozenset, tuple)):
+        return list(o)
+    return str(o)
+
+
+class _Item:
+    __slots__ = ("event", "snapshot", "future", "urgent", "control")
+
+    def __init__(self, event: Event | None, snapshot: bytes | None, future: Future, urgent: bool,
+                 control: str | None = None) -> None:
+        self.event = event
+        self.snapshot = snapshot
+        self.future = future
+        self.urgent = urgent
+        self.control = control
+
+
+class EventStore:
+    """SQLite event store. See the module docstring for the durability and batching model.
+
+    Parameters: path (file; parent folders are created); retention_days > 0 (default 30);
+    retention_mb > 0 (MiB of db pages + snapshot files, default 500); snapshots_dir (None: no
+    snapshots); batch_ms >= 0 (longest wait for company after the first queued event, default
+    50); max_batch >= 1 (events per transaction, default 256); max_queue (events waiting
+    before submit() refuses, default 100000); retention_check_s (default 60);
+    synchronous "NORMAL" | "FULL"; busy_timeout_s (default 5).
+    """
+
+    def __init__(self, path: str | os.PathLike, retention_days: float = 30.0, retention_mb: float = 500.0,
+                 snapshots_dir: str | os.PathLike | None = None, batch_ms: float = 50.0, max_batch: int = 256,
+                 *, max_queue: int = 100_000, retention_check_s: float = 60.0, synchronous: str = "NORMAL",
+                 busy_timeout_s: float = 5.0, reader_pool: int = 4) -> None:
+        if not (retention_days > 0 and retention_mb > 0):
+            raise ValueError("retention_days and retention_mb must be > 0")
+        if not (batch_ms >= 0 and math.isfinite(batch_ms)):
+            raise ValueError(f"batch_ms must be >= 0, got {batch_ms}")
+        if int(max_batch) < 1 or int(max_queue) < 1:
+            raise ValueError("max_batch and max_queue must be >= 1")
+        if synchronous.upper() not in ("NORMAL", "FULL"):
+            raise ValueError(f"synchronous must be NORMAL or FULL, got {synchronous!r}")
+        if not retention_check_s > 0:
+            raise ValueError("retention_check_s must be > 0")
+        self.path = Path(path)
+        self.retention_days = float(retention_days)
+        self.retention_mb = float(retention_mb)
+        self.snapshots_dir = Path(snapshots_dir) if snapshots_dir is not None else None
+        self.batch_s = float(batch_ms) / 1000.0
+        self.max_batch = int(max_batch)
+        self.max_queue = int(max_queue)
+        self.retention_check_s = float(retention_check_s)
+        self.synchronous = synchronous.upper()
+        self.busy_timeout_s = float(busy_timeout_s)
+        self._cond = threading.Condition()
+        self._queue: collections.deque[_Item] = collections.deque()
+        self._closing = False
+        self._closed = False
+        self._stats = collections.Counter()
+        self._max_batch_seen = 0
+        self._snap_total = 0  # bytes of snapshot files referenced by rows (writer thread)
+        self._pool: list[sqlite3.Connection] = []
+        self._pool_lock = threading.Lock()
+        self._pool_size = max(1, int(reader_pool))
+        self._all_readers: list[sqlite3.Connection] = []
+        self._auto_vacuum = 0
+
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.snapshots_dir is not None:
+                self.snapshots_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise EventStoreError(f"event database {self.path}: cannot create its folder: {e}") from e
+        ready: Future = Future()
+        self._thread = threading.Thread(target=self._run, args=(ready,), name="event-store-writer",
+                                        daemon=True)
+        self._thread.start()
+        try:
+            ready.result(timeout=self.busy_timeout_s + 30)
+        except BaseException:
+            self._thread.join(timeout=5)
+            raise
+
+    # ------------------------------------------------------------ producer side
+    def submit(self, event: Event, snapshot: Optional[bytes] = None) -> "Future[int]":
+        """Queue an event (never blocks). The Future resolves with the row id after its commit,
+        or with EventStoreFull / EventStoreClosed / the write error."""
+        return self._enqueue(event, snapshot, urgent=False)
+
+    def put(self, event: Event, snapshot: Optional[bytes] = None, timeout: float = 5.0) -> int:
+        """Store an event and wait for its commit; returns the row id."""
+        return self._enqueue(event, snapshot, urgent=True).result(timeout=timeout)
+
+    def _enqueue(self, event: Event, snapshot: Optional[bytes], urgent: bool) -> Future:
+        fut: Future = Future()
+        if not isinstance(event, Event):
+            fut.set_exception(TypeError(f"expected an Event, got {type(event).__name__}"))
+            return fut
+        with self._cond:
+            if self._closing:
+                exc: Exception | None = EventStoreClosed(f"event store {self.path} is closed")
+            elif len(self._queue) >= self.max_queue:
+                self._stats["dropped"] += 1
+                exc = EventStoreFull(f"event store {self.path}: write queue full ({self.max_queue})")
+            else:
+                self._queue.append(_Item(event, snapshot, fut, urgent))
+                self._cond.notify()
+                return fut
+        fut.set_exception(exc)
+        return fut
+
+    def _control(self, name: str, timeout: float) -> Any:
+        fut: Future = Future()
+        with self._cond:
+            if self._closing:
+                raise EventStoreClosed(f"event store {self.path} is closed")
+            self._queue.append(_Item(None, None, fut, True, name))
+            self._cond.notify()
+        return fut.result(timeout=timeout)
+
+    def flush(self, timeout: float = 5.0) -> None:
+        """Wait until everything submitted before this call is committed."""
+        self._control("flush", timeout)
+
+    def run_retention(self, timeout: float = 30.0) -> dict[str, int]:
+        """Apply retention now (in the writer thread); returns {"by_age": n, "by_size": n}."""
+        return self._control("retention", timeout)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Commit what is queued, stop the writer, close connections. Idempotent."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join(timeout=timeout)
+        if self._thread.is_alive():
+            log.error("event store %s: writer did not finish within %.1fs", self.path, timeout)
+        with self._pool_lock:
+            for c in self._all_readers:
+                try:
+                    c.close()
+                except sqlite3.Error:
+                    pass
+            self._all_readers.clear()
+            self._pool.clear()
+        self._closed = True
+
+    def __enter__(self) -> "EventStore":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ writer thread
+    def _open_writer(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(str(self.path), timeout=self.busy_timeout_s, isolation_level=None,
+                                   check_same_thread=True)
+        except sqlite3.Error as e:
+            raise self._open_error(e) from e
+        try:
+            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")  # effective only before the first table
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise sqlite3.OperationalError(f"could not switch to WAL journal (got {mode!r})")
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")
+            conn.executescript(_SCHEMA)
+            conn.execute("BEGIN IMMEDIATE")  # proves we can take the write lock
+            conn.execute("COMMIT")
+            self._snap_total = int(conn.execute(
+                "SELECT COALESCE(SUM(snapshot_bytes), 0) FROM events").fetchone()[0])
+            self._auto_vacuum = int(conn.execute("PRAGMA auto_vacuum").fetchone()[0])
+        except sqlite3.Error as e:
+            conn.close()
+            raise self._open_error(e) from e
+        return conn
+
+    def _open_error(self, e: Exception) -> EventStoreError:
+        msg = str(e)
+        hint = ""
+        low = msg.lower()
+        if "not a database" in low or "malformed" in low or "corrupt" in low:
+            hint = " (the file is corrupt or not an SQLite database: move it aside to start a new one)"
+        elif "readonly" in low or "read-only" in low or "unable to open" in low or "permission" in low:
+            hint = " (check that the file and its folder exist and are writable)"
+        elif "locked" in low:
+            hint = " (another process holds a write lock on it)"
+        return EventStoreError(f"event database {self.path}: {msg}{hint}")
+
+    def _run(self, ready: Future) -> None:
+        try:
+            conn = self._open_writer()
+        except BaseException as e:  # noqa: BLE001 - reported to the constructor
+            ready.set_exception(e)
+            return
+        ready.set_result(True)
+        next_retention = time.monotonic()  # check once at start
+        try:
+            while True:
+                now = time.monotonic()
+                if now >= next_retention:
+                    self._retention_safe(conn)
+                    next_retention = time.monotonic() + self.retention_check_s
+                batch = self._collect(next_retention)
+                if batch is None:
+                    break
+                if batch:
+                    self._handle(conn, batch)
+        finally:
+            # fail whatever could not be written (writer crashed or close timed out)
+            with self._cond:
+                left = list(self._queue)
+                self._queue.clear()
+            for it in left:
+                if not it.future.done():
+                    it.future.set_exception(EventStoreClosed(f"event store {self.path} closed before commit"))
+            try:
+                conn.execute("PRAGMA optimize")
+                conn.close()
+            except sqlite3.Error:
+                pass
+
+    def _collect(self, next_retention: float) -> list[_Item] | None:
+        """Up to max_batch items: all queued now, plus what arrives within batch_ms of the first
+        (unless an urgent one is in). [] when the retention timer fired; None at shutdown."""
+        with self._cond:
+            while not self._queue:
+                if self._closing:
+                    return None
+                rem = next_retention - time.monotonic()
+                if rem <= 0:
+                    return []
+                self._cond.wait(rem)
+            first = time.monotonic()
+            batch: list[_Item] = []
+            urgent = False
+            while True:
+                while self._queue and len(batch) < self.max_batch:
+                    it = self._queue.popleft()
+                    batch.append(it)
+                    urgent = urgent or it.urgent
+                if len(batch) >= self.max_batch or urgent or self._closing:
+                    return batch
+                rem = first + self.batch_s - time.monotonic()
+                if rem <= 0:
+                    return batch
+                self._cond.wait(rem)
+
+    def _handle(self, conn: sqlite3.Connection, batch: list[_Item]) -> None:
+        # a Future the caller cancelled before the writer got to it is not stored
+        events = [it for it in batch if it.control is None and it.future.set_running_or_notify_cancel()]
+        if events:
+            self._write(conn, events)
+        for it in batch:
+            if it.control == "flush":
+                it.future.set_result(None)
+            elif it.control == "retention":
+                try:
+                    it.future.set_result(self._retention(conn))
+                except Exception as e:  # noqa: BLE001
+                    it.future.set_exception(e)
+
+    def _encode(self, ev: Event) -> tuple:
+        b = ev.box if ev.box is not None else (None, None, None, None)
+        return (ev.id, float(ev.ts), ev.camera, ev.kind.value, None if ev.track_id is None else int(ev.track_id),
+                ev.label, b[0], b[1], b[2], b[3],
+                json.dumps(dict(ev.data), default=_json_default, separators=(",", ":")),
+                None if ev.frame_seq is None else int(ev.frame_seq))
+
+    def _snapshot_rel(self, row_id: int) -> str:
+        return f"{row_id // 10000:06d}/{row_id}.jpg"
+
+    def _write(self, conn: sqlite3.Connection, items: list[_Item]) -> None:
+        done: list[tuple[_Item, int]] = []
+        files: list[Path] = []
+        snap_added = 0
+        try:
+            conn.execute("BEGIN")
+            for it in items:
+                try:
+                    row = self._encode(it.event)
+                except Exception as e:  # noqa: BLE001 - this event only
+                    self._stats["encode_errors"] += 1
+                    it.future.set_exception(e)
+                    continue
+                try:
+                    rid = conn.execute(_INSERT, row).lastrowid
+                except sqlite3.IntegrityError:
+                    if row[0] is None:
+                        raise
+                    self._stats["id_conflicts"] += 1
+                    if self._stats["id_conflicts"] == 1:
+                        log.warning("event store %s: event id %s already stored; using a new id "
+                                    "(start the bus at max_id())", self.path, row[0])
+                    rid = conn.execute(_INSERT, (None,) + row[1:]).lastrowid
+                if it.snapshot:
+                    if self.snapshots_dir is None:
+                        self._stats["snapshots_skipped"] += 1
+                    else:
+                        rel = self._snapshot_rel(rid)
+                        p = self.snapshots_dir / rel
+                        try:
+                            p.parent.mkdir(exist_ok=True)
+                            with open(p, "wb") as f:
+                                f.write(it.snapshot)
+                            files.append(p)
+                            n = len(it.snapshot)
+                            conn.execute("UPDATE events SET snapshot=?, snapshot_bytes=? WHERE id=?",
+                                         (rel, n, rid))
+                            snap_added += n
+                        except OSError as e:
+                            self._stats["snapshot_errors"] += 1
+                            log.warning("event store: cannot write snapshot %s: %s", p, e)
+                done.append((it, rid))
+            conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            for p in files:
+                try:
+                    p.unlink()
+                except OSError:
+                    pass
+            self._stats["write_errors"] += 1
+            err = EventStoreError(f"event database {self.path}: write failed: {e}")
+            log.error("%s (%d events not stored)", err, len(items))
+            for it in items:
+                if not it.future.done():
+                    it.future.set_exception(err)
+            return
+        self._snap_total += snap_added
+        self._stats["commits"] += 1
+        self._stats["events"] += len(done)
+        self._max_batch_seen = max(self._max_batch_seen, len(done))
+        for it, rid in done:  # acknowledged only now, after COMMIT
+            it.future.set_result(int(rid))
+
+    # ------------------------------------------------------------ retention
+    def _retention_safe(self, conn: sqlite3.Connection) -> None:
+        try:
+            self._retention(conn)
+        except Exception:  # noqa: BLE001 - retention must not stop the writer
+            self._stats["retention_errors"] += 1
+            log.exception("event store %s: retention failed", self.path)
+
+    def _used_bytes(self, conn: sqlite3.Connection) -> int:
+        ps = conn.execute("PRAGMA page_size").fetchone()[0]
+        pc = conn.execute("PRAGMA page_count").fetchone()[0]
+        fl = conn.execute("PRAGMA freelist_count").fetchone()[0]
+        return int((pc - fl) * ps)
+
+    def _delete(self, conn: sqlite3.Connection, rows: list[tuple[int, Optional[str], int]]) -> None:
+        conn.execute("BEGIN")
+        try:
+            conn.executemany("DELETE FROM events WHERE id=?", [(r[0],) for r in rows])
+            conn.execute("COMMIT")
+        except sqlite3.Error:
+            conn.execute("ROLLBACK")
+            raise
+        for _, rel, n in rows:
+            if rel and self.snapshots_dir is not None:
+                try:
+                    (self.snapshots_dir / rel).unlink()
+                except FileNotFoundError:
+                    pass
+                except OSError as e:
+                    log.warning("event store: cannot delete snapshot %s: %s", rel, e)
+            self._snap_total -= int(n or 0)
+
+    def _retention(self, conn: sqlite3.Connection) -> dict[str, int]:
+        by_age = by_size = 0
+        cutoff = time.time() - self.retention_days * 86400.0
+        while True:
+            rows = conn.execute("SELECT id, snapshot, snapshot_bytes FROM events WHERE ts < ? "
+                                "ORDER BY ts LIMIT 5000", (cutoff,)).fetchall()
+            if not rows:
+                break
+            self._delete(conn, rows)
+            by_age += len(rows)
+        limit = self.retention_mb * _MiB
+        used = self._used_bytes(conn)
+        if used + self._snap_total > limit:
+            target = 0.9 * limit
+            while True:
+                used = self._used_bytes(conn)
+                need = used + self._snap_total - target
+                if need <= 0:
+                    break
+                n_rows = conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+                if n_rows == 0:
+                    break
+                per_row = used / n_rows  # average page share of a row (data + indexes)
+                rows = conn.execute("SELECT id, snapshot, snapshot_bytes FROM events ORDER BY id LIMIT 2000"
+                                    ).fetchall()
+                freed = np.cumsum(np.array([r[2] or 0 for r in rows], np.float64) + per_row)
+                k = min(len(rows), int(np.searchsorted(freed, need)) + 1)
+                self._delete(conn, rows[:k])
+                by_size += k
+        if by_age or by_size:
+            if self._auto_vacuum == 2:
+                conn.execute("PRAGMA incremental_vacuum")
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            self._stats["retention_deleted"] += by_age + by_size
+            log.info("event store %s: retention removed %d old and %d for size", self.path, by_age, by_size)
+        self._stats["retention_runs"] += 1
+        return {"by_age": by_age, "by_size": by_size}
+
+    # ------------------------------------------------------------ readers
+    def _acquire(self) -> sqlite3.Connection:
+        if self._closed:
+            raise EventStoreClosed(f"event store {self.path} is closed")
+        with self._pool_lock:
+            if self._pool:
+                return self._pool.pop()
+        try:
+            conn = sqlite3.connect(str(self.path), timeout=self.busy_timeout_s, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute("PRAGMA query_only=ON")
+        except sqlite3.Error as e:
+            raise self._open_error(e) from e
+        with self._pool_lock:
+            self._all_readers.append(conn)
+        return conn
+
+    def _release(self, conn: sqlite3.Connection) -> None:
+        with self._pool_lock:
+            if not self._closed and len(self._pool) < self._pool_size:
+                self._pool.append(conn)
+                return
+            if conn in self._all_readers:
+                self._all_readers.remove(conn)
+        conn.close()
+
+    def _read(self, sql: str, args: Iterable[Any] = ()) -> list[tuple]:
+        conn = self._acquire()
+        try:
+            return conn.execute(sql, tuple(args)).fetchall()
+        finally:
+            self._release(conn)
+
+    @staticmethod
+    def _row_event(r: tuple) -> Event:
+        box = None if r[6] is None else (r[6], r[7], r[8], r[9])
+        return Event(EventKind(r[3]), r[2], ts=r[1], track_id=r[4], label=r[5], box=box,
+                     data=json.loads(r[10]) if r[10] else {}, frame_seq=r[11], id=r[0])
+
+    def _where(self, camera: str | None, kind: Any, since: float | None, after_id: int | None,
+               until: float | None) -> tuple[str, list[Any]]:
+        cond, args = [], []
+        if camera:
+            cond.append("camera = ?")
+            args.append(camera)
+        if kind:
+            cond.append("kind = ?")
+            args.append(EventKind(kind).value)
+        if since is not None:
+            cond.append("ts >= ?")
+            args.append(float(since))
+        if after_id is not None:
+            cond.append("id > ?")
+            args.append(int(after_id))
+        if until is not None:
+            cond.append("ts < ?")
+            args.append(float(until))
+        return (" WHERE " + " AND ".join(cond)) if cond else "", args
+
+    def _select(self, camera, kind, since, after_id, until, limit: int) -> tuple[str, list[Any]]:
+        where, args = self._where(camera, kind, since, after_id, until)
+        if after_id is not None:
+            # catch-up by id: walk the rowid range backwards (an index on camera/kind would make
+            # SQLite sort every row of that camera); ids follow publication order
+            sql = f"SELECT {_COLS} FROM events NOT INDEXED{where} ORDER BY id DESC LIMIT ?"
+        else:
+            # the (camera, kind, ts) indexes hold the rowid last, so this order needs no sort
+            sql = f"SELECT {_COLS} FROM events{where} ORDER BY ts DESC, id DESC LIMIT ?"
+        return sql, args + [max(1, min(int(limit), 10_000))]
+
+    def _query_rows(self, camera, kind, since, after_id, limit, until) -> list[tuple]:
+        return self._read(*self._select(camera, kind, since, after_id, until, limit))
+
+    def query(self, camera: str | None = None, kind: str | EventKind | None = None, since: float | None = None,
+              after_id: int | None = None, limit: int = 100, until: float | None = None) -> list[Event]:
+        """Stored events, newest first: by ts (then id), or by id when after_id is given.
+        Filters: camera, kind, ts >= since, id > after_id, ts < until (paging backwards).
+        limit is clamped to 1..10000."""
+        return [self._row_event(r) for r in self._query_rows(camera, kind, since, after_id, limit, until)]
+
+    def explain(self, camera: str | None = None, kind: str | EventKind | None = None, since: float | None = None,
+                after_id: int | None = None, until: float | None = None) -> list[str]:
+        """SQLite's query plan for query() with these filters (for tests and diagnosis)."""
+        sql, args = self._select(camera, kind, since, after_id, until, 1)
+        rows = self._read("EXPLAIN QUERY PLAN " + sql, args)
+        return [str(r[3]) for r in rows]
+
+    def query_dicts(self, camera: str | None = None, kind: str | EventKind | None = None,
+                    since: float | None = None, after_id: int | None = None, limit: int = 100,
+                    until: float | None = None) -> list[dict[str, Any]]:
+        """As query(), as Event.to_dict() rows plus "snapshot": bool (for the JSON API)."""
+        out = []
+        for r in self._query_rows(camera, kind, since, after_id, limit, until):
+            d = self._row_event(r).to_dict()
+            d["snapshot"] = r[12] is not None
+            out.append(d)
+        return out
+
+    def get(self, event_id: int) -> Event | None:
+        rows = self._read(f"SELECT {_COLS} FROM events WHERE id = ?", (int(event_id),))
+        return self._row_event(rows[0]) if rows else None
+
+    def count(self, camera: str | None = None, kind: str | EventKind | None = None,
+              since: float | None = None) -> int:
+        where, args = self._where(camera, kind, since, None, None)
+        return int(self._read(f"SELECT COUNT(*) FROM events{where}", args)[0][0])
+
+    def max_id(self) -> int:
+        """Highest id ever stored (0 for a new database): pass it to EventBus(start_id=...)."""
+        r = self._read("SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name='events'), 0),"
+                       " COALESCE((SELECT MAX(id) FROM events), 0))")
+        return int(r[0][0])
+
+    def snapshot_path(self, event_id: int) -> Path | None:
+        """The JPEG file of an event, or None (no snapshot, deleted, or snapshots disabled)."""
+        if self.snapshots_dir is None:
+            return None
+        rows = self._read("SELECT snapshot FROM events WHERE id = ?", (int(event_id),))
+        if not rows or rows[0][0] is None:
+            return None
+        p = self.snapshots_dir / rows[0][0]
+        return p if p.is_file() else None
+
+    def snapshot_bytes(self, event_id: int) -> bytes | None:
+        p = self.snapshot_path(event_id)
+        if p is None:
+            return None
+        try:
+            return p.read_bytes()
+        except OSError:
+            return None
+
+    def size_bytes(self) -> dict[str, int]:
+        """{"db": file bytes of db + wal, "snapshots": bytes of snapshot files}."""
+        db = 0
+        for suffix in ("", "-wal"):
+            try:
+                db += os.path.getsize(str(self.path) + suffix)
+            except OSError:
+                pass
+        return {"db": db, "snapshots": int(self._snap_total)}
+
+    def stats(self) -> dict[str, int]:
+        """commits, events (written), max_batch (largest transaction), queued, dropped (queue
+        full), write_errors, id_conflicts, retention_deleted, retention_runs, snapshot_errors,
+        snapshots_skipped, encode_errors, retention_errors."""
+        with self._cond:
+            queued = len(self._queue)
+        out = {k: 0 for k in ("commits", "events", "dropped", "write_errors", "id_conflicts",
+                              "retention_deleted", "retention_runs", "snapshot_errors",
+                              "snapshots_skipped", "encode_errors", "retention_errors")}
+        out.update(self._stats)
+        out["max_batch"] = self._max_batch_seen
+        out["queued"] = queued
+        return out

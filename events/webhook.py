@@ -1,0 +1,210 @@
+"""Webhook sink: POSTs each event as JSON to a URL from a worker thread.
+
+submit() never blocks the caller: it appends to a bounded deque (dropping the OLDEST event
+when full, counted) and wakes the worker. The worker sends events in order, one at a time,
+with urllib (no extra dependency). Connection errors, timeouts, 5xx, 408 and 429 are retried
+with exponential backoff (backoff_initial_s doubling up to backoff_max_s, +-20% jitter) up to
+`retries` times, then the event is given up (stats "failed"). Other 4xx answers mean the
+receiver rejects this payload: not retried (stats "rejected"). While one event is being
+retried the later ones wait in the queue, so a dead receiver fills the queue and the oldest
+events are dropped.
+
+Payload: `event.to_dict()` as UTF-8 JSON, Content-Type application/json, User-Agent vigil.
+The snapshot is not sent (a receiver can fetch it from the API by event id).
+"""
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import random
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from typing import Any, Iterable, Mapping, Optional
+
+import numpy as np
+
+from core.types import Event, EventKind
+
+__all__ = ["WebhookSink"]
+
+log = logging.getLogger("vigil.events.webhook")
+
+_RETRY_STATUS = frozenset({408, 429})
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (set, frozenset, tuple)):
+        return list(o)
+    return str(o)
+
+
+class WebhookSink:
+    """Parameters (bounds as in core.config.WebhookConfig): url (http:// or https://);
+    timeout_s > 0 (per request, default 5); max_queue >= 1 (default 1000); retries >= 0
+    (attempts after the first, default 5); kinds (event kind names; empty sends all);
+    backoff_initial_s > 0 (default 0.5); backoff_max_s >= backoff_initial_s (default 30);
+    headers: extra HTTP headers (e.g. Authorization).
+    """
+
+    def __init__(self, url: str, timeout_s: float = 5.0, max_queue: int = 1000, retries: int = 5,
+                 kinds: Iterable[str | EventKind] = (), backoff_initial_s: float = 0.5,
+                 backoff_max_s: float = 30.0, *, headers: Mapping[str, str] | None = None,
+                 name: str | None = None) -> None:
+        if not (isinstance(url, str) and (url.startswith("http://") or url.startswith("https://"))):
+            raise ValueError(f"webhook url must be http:// or https://, got {url!r}")
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        if int(max_queue) < 1 or int(retries) < 0:
+            raise ValueError("max_queue must be >= 1 and retries >= 0")
+        if not (backoff_initial_s > 0 and backoff_max_s >= backoff_initial_s):
+            raise ValueError("need backoff_initial_s > 0 and backoff_max_s >= backoff_initial_s")
+        self.url = url
+        self.timeout_s = float(timeout_s)
+        self.max_queue = int(max_queue)
+        self.retries = int(retries)
+        self.kinds = frozenset(EventKind(k).value for k in kinds)
+        self.backoff_initial_s = float(backoff_initial_s)
+        self.backoff_max_s = float(backoff_max_s)
+        self.headers = {"Content-Type": "application/json", "User-Agent": "vigil-webhook/1"}
+        self.headers.update(headers or {})
+        self.name = name or url
+        self._cond = threading.Condition()
+        self._queue: collections.deque[Event] = collections.deque()
+        self._stop = threading.Event()
+        self._closing = False
+        self._counts = collections.Counter()
+        self._last_error: str | None = None
+        self._thread: threading.Thread | None = None  # started on the first submit
+
+    def __repr__(self) -> str:
+        return f"WebhookSink({self.url!r})"
+
+    # ------------------------------------------------------------ producer side
+    def submit(self, event: Event, snapshot: Optional[bytes] = None) -> None:
+        """Queue an event for delivery; O(1), never blocks on the network."""
+        if self.kinds and event.kind.value not in self.kinds:
+            self._inc("filtered")
+            return
+        with self._cond:
+            if self._closing:
+                self._counts["dropped"] += 1
+                return
+            if len(self._queue) >= self.max_queue:
+                self._queue.popleft()
+                self._counts["dropped"] += 1
+            self._queue.append(event)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=f"webhook:{self.name}", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def stats(self) -> dict[str, Any]:
+        """sent, failed (gave up after retries), rejected (4xx, not retried), retried (retry
+        attempts made), dropped (queue full / closed), filtered (kind not wanted), queued,
+        last_error."""
+        with self._cond:
+            out: dict[str, Any] = {k: int(self._counts[k]) for k in
+                                   ("sent", "failed", "rejected", "retried", "dropped", "filtered")}
+            out["queued"] = len(self._queue)
+            out["last_error"] = self._last_error
+        return out
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Try to deliver what is queued within `timeout`, then stop; the rest counts as dropped."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+            t = self._thread
+        if t is not None:
+            while t.is_alive() and time.monotonic() < deadline:
+                with self._cond:
+                    empty = not self._queue
+                if empty:
+                    break
+                t.join(min(0.05, max(0.0, deadline - time.monotonic())))
+            self._stop.set()  # interrupts a backoff wait
+            with self._cond:
+                self._cond.notify_all()
+            t.join(max(0.0, deadline - time.monotonic()) + self.timeout_s)
+            if t.is_alive():
+                log.warning("webhook %s: worker still in a request at close", self.name)
+        with self._cond:
+            self._counts["dropped"] += len(self._queue)
+            self._queue.clear()
+
+    # ------------------------------------------------------------ worker
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if not self._queue or self._stop.is_set():
+                    return
+                ev = self._queue.popleft()
+            try:
+                self._deliver(ev)
+            except Exception:  # noqa: BLE001 - never let one event kill the worker
+                self._inc("failed")
+                log.exception("webhook %s: unexpected error", self.name)
+
+    def _post(self, body: bytes) -> tuple[int | None, str | None]:
+        """(HTTP status, error text); status None for a network error or timeout."""
+        req = urllib.request.Request(self.url, data=body, headers=self.headers, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+                resp.read(65536)
+                return int(resp.status), None
+        except urllib.error.HTTPError as e:
+            try:
+                e.read(4096)
+            except Exception:  # noqa: BLE001
+                pass
+            finally:
+                e.close()
+            return int(e.code), f"HTTP {e.code}"
+        except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            return None, f"{type(reason).__name__}: {reason}"
+
+    def _deliver(self, ev: Event) -> None:
+        body = json.dumps(ev.to_dict(), default=_json_default, separators=(",", ":")).encode()
+        delay = self.backoff_initial_s
+        attempt = 0
+        while True:
+            status, err = self._post(body)
+            if status is not None and 200 <= status < 300:
+                self._inc("sent")
+                return
+            if status is not None and 300 <= status < 500 and status not in _RETRY_STATUS:
+                self._inc("rejected")
+                self._note(f"{err or status} (not retried) for event {ev.id}")
+                return
+            self._note(f"{err} for event {ev.id} (attempt {attempt + 1})")
+            if attempt >= self.retries or self._stop.is_set():
+                self._inc("failed")
+                return
+            wait = min(delay, self.backoff_max_s) * random.uniform(0.8, 1.2)
+            if self._stop.wait(wait):
+                self._inc("failed")
+                return
+            delay = min(delay * 2.0, self.backoff_max_s)
+            attempt += 1
+            self._inc("retried")
+
+    def _inc(self, key: str) -> None:
+        with self._cond:
+            self._counts[key] += 1
+
+    def _note(self, msg: str) -> None:
+        with self._cond:
+            self._last_error = msg
+        log.debug("webhook %s: %s", self.name, msg)

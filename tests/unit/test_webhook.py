@@ -1,0 +1,217 @@
+"""WebhookSink against a real local HTTP server: delivery, retries, give-up, drops, latency."""
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+
+from core.types import Event, EventKind
+from events.webhook import WebhookSink
+
+FAST = dict(backoff_initial_s=0.01, backoff_max_s=0.05)
+
+
+class Hook:
+    """A receiver: records requests; answers `statuses` in order (then 200), after `delay` s."""
+
+    def __init__(self, statuses=(), delay: float = 0.0) -> None:
+        self.statuses = list(statuses)
+        self.delay = delay
+        self.bodies: list[bytes] = []
+        self.headers: list[dict] = []
+        self.got = threading.Event()
+        self.release = threading.Event()
+        self.lock = threading.Lock()
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with hook.lock:
+                    hook.bodies.append(body)
+                    hook.headers.append(dict(self.headers))
+                    status = hook.statuses.pop(0) if hook.statuses else 200
+                hook.got.set()
+                if hook.delay:
+                    hook.release.wait(hook.delay)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Length", "2")
+                    self.end_headers()
+                    self.wfile.write(b"ok")
+                except OSError:
+                    pass  # the client gave up (timeout)
+
+            def log_message(self, *a):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever,
+                                       kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def events(self) -> list[dict]:
+        with self.lock:
+            return [json.loads(b) for b in self.bodies]
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def hook_factory():
+    made = []
+
+    def make(*a, **kw):
+        h = Hook(*a, **kw)
+        made.append(h)
+        return h
+
+    yield make
+    for h in made:
+        h.close()
+
+
+def ev(i: int, kind=EventKind.LINE_CROSSED) -> Event:
+    return Event(kind, "cam1", ts=1_700_000_000.0 + i, track_id=i, label="person", box=(1, 2, 3, 4),
+                 data={"line": "door", "direction": "in", "n": np.int64(i), "score": np.float32(0.5)},
+                 frame_seq=i, id=i)
+
+
+def wait_for(cond, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.005)
+    return cond()
+
+
+def test_delivered_payload_is_the_event_json(hook_factory):
+    h = hook_factory()
+    sink = WebhookSink(h.url, timeout_s=2, headers={"Authorization": "Bearer t0ken"})
+    for i in range(1, 4):
+        sink.submit(ev(i))
+    assert wait_for(lambda: sink.stats()["sent"] == 3)
+    sink.close()
+    got = h.events()
+    expect = [ev(i).to_dict() for i in range(1, 4)]
+    for e in expect:
+        e["data"] = {"line": "door", "direction": "in", "n": e["track_id"], "score": 0.5}
+    assert got == expect  # in order, numpy scalars as JSON numbers
+    assert h.headers[0]["Content-Type"] == "application/json"
+    assert h.headers[0]["Authorization"] == "Bearer t0ken"
+    assert sink.stats() == {"sent": 3, "failed": 0, "rejected": 0, "retried": 0, "dropped": 0,
+                            "filtered": 0, "queued": 0, "last_error": None}
+
+
+def test_target_down_retries_then_gives_up():
+    with socket.socket() as s:  # a port with nobody listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sink = WebhookSink(f"http://127.0.0.1:{port}/x", timeout_s=1, retries=3, **FAST)
+    t0 = time.perf_counter()
+    sink.submit(ev(1))
+    sink.submit(ev(2))
+    assert time.perf_counter() - t0 < 0.05
+    assert wait_for(lambda: sink.stats()["failed"] == 2)
+    st = sink.stats()
+    assert st["retried"] == 6 and st["sent"] == 0 and st["queued"] == 0
+    assert "Connection" in st["last_error"] or "refused" in st["last_error"].lower()
+    sink.close()
+
+
+def test_500_is_retried_and_counted(hook_factory):
+    h = hook_factory(statuses=[500, 503])
+    sink = WebhookSink(h.url, timeout_s=2, retries=5, **FAST)
+    sink.submit(ev(1))
+    assert wait_for(lambda: sink.stats()["sent"] == 1)
+    st = sink.stats()
+    assert st["retried"] == 2 and st["failed"] == 0
+    assert len(h.bodies) == 3 and len(set(h.bodies)) == 1  # the same payload each time
+    h2 = hook_factory(statuses=[500] * 10)
+    sink2 = WebhookSink(h2.url, timeout_s=2, retries=2, **FAST)
+    sink2.submit(ev(2))
+    assert wait_for(lambda: sink2.stats()["failed"] == 1)
+    assert sink2.stats()["retried"] == 2 and len(h2.bodies) == 3
+    sink.close()
+    sink2.close()
+
+
+def test_4xx_is_not_retried_but_429_is(hook_factory):
+    h = hook_factory(statuses=[400, 429])
+    sink = WebhookSink(h.url, timeout_s=2, retries=3, **FAST)
+    sink.submit(ev(1))
+    sink.submit(ev(2))
+    assert wait_for(lambda: sink.stats()["sent"] == 1)
+    st = sink.stats()
+    assert st["rejected"] == 1 and st["retried"] == 1 and st["failed"] == 0
+    assert [e["id"] for e in h.events()] == [1, 2, 2]
+    sink.close()
+
+
+def test_kinds_filter(hook_factory):
+    h = hook_factory()
+    sink = WebhookSink(h.url, kinds=["line_crossed", EventKind.ZONE_LEAVE])
+    sink.submit(ev(1, EventKind.ZONE_ENTER))
+    sink.submit(ev(2, EventKind.ZONE_LEAVE))
+    sink.submit(ev(3))
+    assert wait_for(lambda: sink.stats()["sent"] == 2)
+    sink.close()
+    assert [e["kind"] for e in h.events()] == ["zone_leave", "line_crossed"]
+    assert sink.stats()["filtered"] == 1
+    with pytest.raises(ValueError):
+        WebhookSink(h.url, kinds=["nonsense"])
+    with pytest.raises(ValueError):
+        WebhookSink("ftp://example.com/x")
+
+
+def test_queue_full_drops_oldest(hook_factory):
+    h = hook_factory(delay=10.0)
+    sink = WebhookSink(h.url, timeout_s=10, max_queue=5, retries=0)
+    sink.submit(ev(0))
+    assert h.got.wait(5)  # the worker is now stuck in the request for event 0
+    for i in range(1, 21):
+        sink.submit(ev(i))
+    st = sink.stats()
+    assert st["dropped"] == 15 and st["queued"] == 5
+    h.delay = 0.0
+    h.release.set()
+    assert wait_for(lambda: sink.stats()["sent"] == 6)
+    assert [e["id"] for e in h.events()] == [0, 16, 17, 18, 19, 20]  # the newest were kept
+    sink.close()
+
+
+def test_slow_target_never_slows_the_caller(hook_factory):
+    """The receiver takes 10 s per request; with timeout_s=0.2 the worker times out and retries.
+    The caller's submit() stays O(1): p99 < 1 ms, and its loop is not slowed."""
+    h = hook_factory(delay=10.0)
+    sink = WebhookSink(h.url, timeout_s=0.2, max_queue=200, retries=2, **FAST)
+    n = 3000
+    lat = np.empty(n)
+    for i in range(n):
+        t0 = time.perf_counter()
+        sink.submit(ev(i))
+        lat[i] = time.perf_counter() - t0
+        if i % 100 == 0:
+            time.sleep(0.01)  # a paced loop, so the worker runs timeouts/retries meanwhile
+    p50, p99 = np.percentile(lat, [50, 99])
+    assert p99 < 1e-3, f"submit p50 {p50 * 1e6:.1f} us p99 {p99 * 1e6:.1f} us"
+    assert wait_for(lambda: sink.stats()["retried"] >= 2)
+    st = sink.stats()
+    assert st["queued"] <= 200 and st["dropped"] >= n - 200 - 2
+    t0 = time.monotonic()
+    sink.close(timeout=0.5)  # gives up the backlog within timeout + one request timeout
+    assert time.monotonic() - t0 < 0.5 + 0.2 + 0.5
+    assert sink.stats()["queued"] == 0
+    sink.submit(ev(9999))  # after close: dropped, never blocks
+    assert sink.stats()["queued"] == 0
