@@ -77,13 +77,18 @@ class PathsConfig(Section):
 # ---------------------------------------------------------------- detectors
 class HaarConfig(Section):
     cascade: str = Field("frontalface_default", description="cascade short name from cv2.data.haarcascades or an XML path")
+    equalize: bool = True
     scale_factor: float = Field(1.1, ge=1.01, le=2.0)
     min_neighbors: int = Field(4, ge=0, le=50)
     min_size: Size2 = Field(default_factory=lambda: [24, 24])
     max_size: Optional[Size2] = None
-    equalize: bool = True
     nested: Optional[str] = Field(None, description="cascade searched inside each box (e.g. eye)")
     nested_required: bool = False
+    nested_output: bool = True
+    nested_min_neighbors: int = Field(3, ge=0, le=50)
+    score_threshold: Fraction = 0.0
+    nms_iou: Fraction = 0.4
+    max_side: int = Field(1280, ge=64, le=16384)
 
 
 class HogConfig(Section):
@@ -92,9 +97,13 @@ class HogConfig(Section):
     scale: float = Field(1.05, ge=1.01, le=2.0)
     hit_threshold: float = Field(0.0, ge=-5.0, le=5.0)
     upscale: float = Field(1.5, ge=1.0, le=4.0, description="people below 128 px tall need 1.5-2x")
-    nms_iou: Fraction = 0.4
-    score_threshold: float = Field(0.0, ge=-5.0, le=10.0)
+    max_side: int = Field(1600, ge=128, le=8192)
+    nms_iou: Fraction = 0.3
+    score_threshold: Fraction = 0.6
     tighten: bool = True
+    tighten_wh: Annotated[list[Annotated[float, Field(ge=0.3, le=1.0)]], Field(min_length=2, max_length=2)] = \
+        Field(default_factory=lambda: [0.68, 0.76])
+    max_det: int = Field(200, ge=1, le=1000)
 
 
 class YoloConfig(Section):
@@ -109,27 +118,32 @@ class YoloConfig(Section):
     providers: Literal["auto", "cpu", "cuda"] = "auto"
     intra_op_threads: int = Field(0, ge=0, le=64)
     inter_op_threads: int = Field(0, ge=0, le=64)
+    max_det: int = Field(300, ge=1, le=10000)
 
 
 class TextConfig(Section):
     box_detector: Literal["dbnet", "east"] = "dbnet"
     model: Optional[str] = Field(None, description="DBNet .onnx (default from assets) or EAST .pb/.onnx (user supplied)")
     limit_side: int = Field(960, ge=32, le=4096, multiple_of=32)
-    det_threshold: Fraction = 0.3
-    box_threshold: Fraction = 0.5
-    unclip_ratio: float = Field(1.5, ge=1.0, le=4.0)
-    min_box_size: int = Field(3, ge=1, le=1000)
-    max_candidates: int = Field(1000, ge=1, le=10000)
-    east_confidence: Fraction = 0.5
-    east_nms_iou: Fraction = 0.4
+    det_threshold: float = Field(0.3, gt=0, lt=1)
+    box_threshold: float = Field(0.6, gt=0, lt=1)
+    unclip_ratio: float = Field(1.5, ge=0.0, le=5.0)
+    min_box_size: float = Field(3.0, ge=0, le=1000)
+    max_candidates: int = Field(1000, ge=1, le=100000)
+    east_confidence: float = Field(0.5, gt=0, lt=1)
+    east_nms_iou: float = Field(0.4, gt=0, lt=1)
     east_input: Size2 = Field(default_factory=lambda: [320, 320])
     recognize: bool = True
-    lang: str = Field("eng", pattern=r"^[a-z_+]{3,40}$")
-    psm: int = Field(7, ge=0, le=13)
+    lang: str = Field("eng", pattern=r"^[A-Za-z_]{3,40}(\+[A-Za-z_]{3,40})*$")
+    psm: int = Field(7, ge=1, le=13)
     min_text_confidence: float = Field(0.0, ge=0, le=100)
-    tessdata: Optional[str] = None
+    keep_unread: bool = True
+    whitelist: Optional[str] = Field(None, max_length=512)
+    ocr_line_height: int = Field(40, ge=16, le=128)
+    ocr_workers: int = Field(1, ge=1, le=16)
     providers: Literal["auto", "cpu", "cuda"] = "auto"
-    intra_op_threads: int = Field(0, ge=0, le=64)
+    threads: int = Field(0, ge=0, le=64)
+    tessdata: Optional[str] = None
 
 
 class MotionConfig(Section):
