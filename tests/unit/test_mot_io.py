@@ -1,0 +1,77 @@
+"""MOTChallenge reading/writing, frame iteration and the eval-mot CLI's errors."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from trackers.mot import eval_main, iter_frames, read_mot, run_on_mot, write_mot
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_write_read_roundtrip(tmp_path):
+    rows = np.array([[2, 5, 10.5, 20.25, 30, 40, 1], [1, 3, 0, 0, 5, 6, 1]], float)
+    p = tmp_path / "t.txt"
+    write_mot(p, rows)
+    back = read_mot(p)
+    assert back.shape == (2, 10)
+    assert back[:, 0].tolist() == [1, 2]  # sorted by frame
+    assert np.allclose(back[1, :6], [2, 5, 10.5, 20.25, 30, 40])
+
+
+def test_read_errors(tmp_path):
+    p = tmp_path / "bad.txt"
+    p.write_text("1,2,3\n")
+    with pytest.raises(ValueError, match="bad.txt:1"):
+        read_mot(p)
+    (tmp_path / "empty.txt").write_text("")
+    assert read_mot(tmp_path / "empty.txt").shape == (0, 10)
+
+
+def test_iter_frames_includes_empty_frames():
+    rows = np.array([[1, -1, 0, 0, 10, 20, 0.9, -1, -1, -1],
+                     [3, -1, 5, 5, 10, 20, 0.8, -1, -1, -1],
+                     [3, -1, 50, 5, 10, 20, 0.7, -1, -1, -1]], float)
+    frames = list(iter_frames(rows, last_frame=4))
+    assert [f for f, _ in frames] == [1, 2, 3, 4]
+    assert [len(d) for _, d in frames] == [1, 0, 2, 0]
+    assert np.allclose(frames[2][1].xyxy[1], [50, 5, 60, 25])
+
+
+def test_run_on_mot_outputs_rows():
+    rows = np.array([[f, -1, 10 + 2 * f, 10, 20, 40, 0.9, -1, -1, -1] for f in range(1, 11)], float)
+    run = run_on_mot(rows, 25.0)
+    assert run.updates == 10 and len(run.rows) == 10
+    assert set(run.rows[:, 1].tolist()) == {1.0}
+
+
+def test_cli_errors_exit_2(tmp_path, capsys):
+    assert eval_main(["--det", str(tmp_path / "missing.txt")]) == 2
+    assert "not found" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        eval_main([])
+    assert e.value.code == 2
+    p = tmp_path / "d.txt"
+    p.write_text("1,-1,0,0,10,20,0.9,-1,-1,-1\n")
+    with pytest.raises(SystemExit) as e:
+        eval_main(["--det", str(p), "-p", "bogus=1"])
+    assert e.value.code == 2
+    assert eval_main(["--det", str(p), "-p", "iou_gate=5"]) == 2
+
+
+def test_cli_json_without_gt(tmp_path):
+    p = tmp_path / "d.txt"
+    p.write_text("".join(f"{f},-1,{10 + f},10,20,40,0.9,-1,-1,-1\n" for f in range(1, 8)))
+    r = subprocess.run([sys.executable, "-m", "trackers.mot", "--det", str(p), "--json"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["ids"] == 1 and out["hz"] > 0
+    h = subprocess.run([sys.executable, "-m", "trackers.mot", "--help"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert h.returncode == 0 and "--appearance" in h.stdout
