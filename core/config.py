@@ -177,15 +177,26 @@ DetectorName = Literal["none", "haar", "hog", "yolo", "text", "motion"]
 
 # ---------------------------------------------------------------- tracker
 class TrackerConfig(Section):
+    """Mirrors trackers.tracker.TrackerParams (same names, defaults and bounds)."""
+    max_age_s: float = Field(1.5, ge=0, le=60, description="unmatched longer than this -> lost")
+    max_age_frames: int = Field(45, ge=0, le=10000, description="or more missed detector updates than this")
+    coast_report_s: float = Field(0.1, ge=0, le=60, description="how long a coasting track is still reported")
     min_hits: int = Field(3, ge=1, le=100)
-    max_age_s: float = Field(1.0, gt=0, le=600, description="coast this long without a detection, then lost")
-    iou_gate: Fraction = 0.3
+    warmup_frames: int = Field(3, ge=0, le=100)
+    iou_gate: float = Field(0.3, ge=0.01, le=0.99)
+    distance_gate: float = Field(0.0, ge=0, le=5)
     appearance: bool = True
-    dhash_threshold: int = Field(12, ge=0, le=64)
-    appearance_weight: Fraction = 0.3
-    reid_window_s: float = Field(5.0, ge=0, le=3600)
-    trail_length: int = Field(32, ge=0, le=1000)
-    max_tracks: int = Field(1000, ge=1, le=100000)
+    appearance_weight: float = Field(0.5, ge=0, le=10)
+    dhash_threshold: int = Field(16, ge=0, le=64)
+    reid_window_s: float = Field(5.0, ge=0, le=600)
+    reid_radius: float = Field(1.0, ge=0, le=20)
+    reid_speed: float = Field(0.5, ge=0, le=20)
+    trail_length: int = Field(32, ge=1, le=10000)
+    max_tracks: int = Field(256, ge=1, le=100000)
+    max_events: int = Field(10000, ge=1, le=10_000_000)
+    std_meas: float = Field(0.03, ge=1e-4, le=1.0)
+    std_vel0: float = Field(0.6, ge=1e-3, le=100)
+    accel: float = Field(0.05, ge=0, le=1000)
 
 
 # ---------------------------------------------------------------- exposure

@@ -178,3 +178,20 @@ def test_per_camera_detector_params():
     data["cameras"][0]["detector_params"] = {"downscale": 99}
     with pytest.raises(ConfigError, match=r"cameras\[0\]\.detector_params\.downscale"):
         parse_config(data)
+
+
+def test_tracker_section_mirrors_tracker_params():
+    import dataclasses
+
+    from core.config import TrackerConfig
+    from trackers.tracker import PARAM_BOUNDS, TrackerParams
+    cfg, params = TrackerConfig(), TrackerParams()
+    names = {f.name for f in dataclasses.fields(params)}
+    assert names == set(TrackerConfig.model_fields)
+    for n in names:
+        assert getattr(cfg, n) == getattr(params, n), n
+        lo, hi = PARAM_BOUNDS[n]
+        if lo is not None:
+            TrackerConfig(**{n: hi})
+            with pytest.raises(Exception):
+                TrackerConfig(**{n: hi * 2 + 1})
