@@ -238,6 +238,8 @@ class ZoneConfig(Section):
     points: list[Point] = Field(min_length=3, max_length=256)
     normalized: bool = Field(False, description="points in 0..1 of the frame size")
     classes: list[str] = Field(default_factory=list, description="classes counted; empty counts all")
+    anchor: Literal["bottom", "center"] = Field("bottom", description="track point tested: bottom centre or centre of the box")
+    confirm_frames: int = Field(2, ge=1, le=100, description="frames inside/outside before enter/leave counts")
 
     @model_validator(mode="after")
     def _norm(self) -> "ZoneConfig":
@@ -252,6 +254,7 @@ class LineConfig(Section):
     hysteresis_px: float = Field(6.0, ge=0, le=1000)
     confirm_frames: int = Field(3, ge=1, le=100)
     classes: list[str] = Field(default_factory=list)
+    anchor: Literal["bottom", "center"] = "bottom"
 
     @model_validator(mode="after")
     def _norm(self) -> "LineConfig":

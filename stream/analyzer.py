@@ -12,9 +12,13 @@ from typing import Any, Callable
 
 import numpy as np
 
+import cv2
+
 from core.config import CameraConfig, VigilConfig
 from core.types import Detections, Event, EventKind, Frame, Tracks
 from detectors.base import Detector, build as build_detector
+from events.zones import LineCounter, ZoneCounter
+from stream.overlay import LineDraw, ZoneDraw
 from trackers.tracker import Tracker
 
 log = logging.getLogger("vigil.analyzer")
@@ -38,13 +42,39 @@ def build_camera_detector(cam: CameraConfig, cfg: VigilConfig) -> Detector:
 _TRACK_EVENTS = {"started": EventKind.TRACK_STARTED, "ended": EventKind.TRACK_ENDED}
 
 
+# events that get a JPEG snapshot (frame with the box) stored with them
+SNAPSHOT_KINDS = frozenset({EventKind.LINE_CROSSED, EventKind.ZONE_ENTER, EventKind.DEFECT_FOUND,
+                            EventKind.TEXT_READ, EventKind.TRACK_STARTED})
+
+Emit = Callable[..., Any]  # emit(event, snapshot_jpeg_bytes_or_None)
+
+
+def snapshot_jpeg(image: np.ndarray, box: tuple[float, float, float, float] | None,
+                  label: str | None = None, quality: int = 80) -> bytes | None:
+    """The frame with the event's box drawn, as JPEG bytes."""
+    img = image.copy()
+    if box is not None:
+        x1, y1, x2, y2 = (int(round(v)) for v in box)
+        cv2.rectangle(img, (x1, y1), (x2, y2), (0, 0, 255), 2)
+        if label:
+            cv2.putText(img, label, (x1, max(12, y1 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 255), 1,
+                        cv2.LINE_AA)
+    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return buf.tobytes() if ok else None
+
+
 class Analyzer:
     def __init__(self, camera: str, detector: Detector, tracker: Tracker,
-                 emit: Callable[[Event], None] | None = None) -> None:
+                 emit: Emit | None = None, lines: list[LineCounter] | None = None,
+                 zones: list[ZoneCounter] | None = None, snapshots: bool = True) -> None:
         self.camera = camera
         self.detector = detector
         self.tracker = tracker
         self.emit = emit
+        self.lines = list(lines or [])
+        self.zones = list(zones or [])
+        self.snapshots = snapshots
+        self._frame_size: tuple[int, int] | None = None
         self.has_detector = getattr(detector, "name", "") != "none"
         self.class_names: list[str] = list(getattr(detector, "class_names", []) or [])
         self._lock = threading.Lock()
@@ -97,27 +127,78 @@ class Analyzer:
             idx = np.flatnonzero(tracks.track_id == tid)
             if idx.size:
                 box = tuple(float(v) for v in tracks.xyxy[idx[0]])
-                if tracks.label is not None:
-                    label = tracks.label[idx[0]]
-            self.emit(Event(ev_kind, self.camera, track_id=int(tid), label=label, box=box,
-                            frame_seq=frame.seq))
+                label = self._label(tracks, int(idx[0]))
+            self._send(Event(ev_kind, self.camera, ts=frame.wall_ts, track_id=int(tid), label=label,
+                             box=box, frame_seq=frame.seq), frame)
+
+    def _label(self, tracks: Tracks, i: int) -> str | None:
+        if tracks.label is not None and tracks.label[i]:
+            return str(tracks.label[i])
+        c = int(tracks.class_id[i])
+        return self.class_names[c] if 0 <= c < len(self.class_names) else None
+
+    def _send(self, ev: Event, frame: Frame) -> None:
+        if self.emit is None:
+            return
+        snap = None
+        if self.snapshots and ev.kind in SNAPSHOT_KINDS and ev.box is not None:
+            snap = snapshot_jpeg(frame.image, ev.box, ev.label)
+        self.emit(ev, snap)
+
+    def observe(self, frame: Frame, tracks: Tracks) -> None:
+        """Zones and lines, once per displayed frame (not for late detector updates)."""
+        self._frame_size = (frame.width, frame.height)
+        if not (self.lines or self.zones):
+            return
+        size = self._frame_size
+        with self._lock:
+            for counter in (*self.lines, *self.zones):
+                for ev in counter.update(tracks, size, self.class_names, wall_ts=frame.wall_ts):
+                    self._send(ev, frame)
 
     def trails(self) -> dict[int, np.ndarray]:
         with self._lock:
             return self.tracker.trails()
 
-    # zones, lines and the defect watch plug in here (events issue); none configured -> empty
-    def zone_draws(self) -> list:
-        return []
+    def zone_draws(self) -> list[ZoneDraw]:
+        if not self.zones or self._frame_size is None:
+            return []
+        return [ZoneDraw(z.name, z.polygon_px(self._frame_size).astype(np.int32), z.occupancy())
+                for z in self.zones]
 
-    def line_draws(self) -> list:
-        return []
+    def line_draws(self) -> list[LineDraw]:
+        if not self.lines or self._frame_size is None:
+            return []
+        out = []
+        for ln in self.lines:
+            p1, p2 = ln.pixel_points(self._frame_size)
+            c = ln.counts()
+            out.append(LineDraw(ln.name, p1, p2, c["in"], c["out"], in_side=ln.in_side))
+        return out
 
     def counters(self) -> dict[str, Any]:
-        return {"detections": self.detections_total, "confirmed_tracks": len(self.confirmed_ids)}
+        out: dict[str, Any] = {"detections": self.detections_total,
+                               "confirmed_tracks": len(self.confirmed_ids)}
+        for ln in self.lines:
+            c = ln.counts()
+            out[f"line {ln.name} in"] = c["in"]
+            out[f"line {ln.name} out"] = c["out"]
+        for z in self.zones:
+            c = z.counts()
+            out[f"zone {z.name} entries"] = c["entries"]
+            out[f"zone {z.name} now"] = sum(c["occupancy"].values())
+        return out
+
+    def counters_detail(self) -> dict[str, Any]:
+        return {"lines": {ln.name: ln.counts() for ln in self.lines},
+                "zones": {z.name: z.counts() for z in self.zones}}
 
 
 def build_analyzer(cam: CameraConfig, cfg: VigilConfig, detector: Detector | None = None,
-                   emit: Callable[[Event], None] | None = None) -> Analyzer:
+                   emit: Emit | None = None) -> Analyzer:
     det = detector if detector is not None else build_camera_detector(cam, cfg)
-    return Analyzer(cam.name, det, Tracker(**tracker_params(cfg)), emit)
+    lines = [LineCounter.from_config(ln, camera=cam.name, anchor=ln.anchor) for ln in cam.lines]
+    zones = [ZoneCounter.from_config(z, camera=cam.name, anchor=z.anchor,
+                                     confirm_frames=z.confirm_frames) for z in cam.zones]
+    return Analyzer(cam.name, det, Tracker(**tracker_params(cfg)), emit, lines=lines, zones=zones,
+                    snapshots=cfg.events.snapshots)

@@ -125,10 +125,10 @@ class CameraPipeline:
         return ok
 
     # ------------------------------------------------------------ events
-    def _emit(self, ev: Event) -> None:
+    def _emit(self, ev: Event, snapshot: bytes | None = None) -> None:
         if self.sink is not None:
             try:
-                self.sink(ev)
+                self.sink(ev, snapshot)
             except Exception:  # noqa: BLE001
                 log.exception("[%s] event sink failed", self.name)
 
@@ -169,6 +169,7 @@ class CameraPipeline:
                     det_frame, dets = self._results.popleft()
                     self.analyzer.apply(det_frame, dets)
                 tracks = self.analyzer.track(frame)
+                self.analyzer.observe(frame, tracks)
                 self.latest_tracks = tracks
             except Exception:  # noqa: BLE001
                 self.track_stage.errors += 1

@@ -151,6 +151,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             else:
                 t2 = time.perf_counter()
                 tracks = analyzer.track(frame)
+            analyzer.observe(frame, tracks)
             t3 = time.perf_counter()
             stage_s["decode"].append(t1 - t0)
             stage_s["detect"].append(t2 - t1)

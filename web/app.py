@@ -222,12 +222,23 @@ def create_app(vigil: Vigil, stop_event: threading.Event | None = None) -> Flask
     @app.get("/api/events")
     def api_events():
         q = _event_query()
-        store = getattr(vigil, "store", None)
+        store = vigil.store
         if store is not None:
-            evs = store.query(**q)
+            rows = store.query_dicts(**q)
         else:
-            evs = vigil.bus.recent(**q)
-        return jsonify({"events": [e.to_dict() for e in evs]})
+            rows = [e.to_dict() for e in vigil.bus.recent(**q)]
+        for r in rows:
+            r["snapshot_url"] = f"/api/events/{r['id']}/snapshot.jpg" if r.get("snapshot") else None
+        return jsonify({"events": rows})
+
+    @app.get("/api/events/<int:event_id>/snapshot.jpg")
+    def api_event_snapshot(event_id: int):
+        data = vigil.store.snapshot_bytes(event_id) if vigil.store is not None else None
+        if data is None:
+            return json_error(404, f"no snapshot for event {event_id}")
+        resp = Response(data, content_type="image/jpeg")
+        resp.headers["Cache-Control"] = "private, max-age=86400"
+        return resp
 
     @app.get("/api/events/stream")
     def api_events_stream():

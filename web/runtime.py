@@ -12,16 +12,39 @@ from typing import Any
 
 from core.config import VigilConfig
 from core.types import Event, EventKind
+from pathlib import Path
+
 from events.bus import EventBus
+from events.store import EventStore
+from events.webhook import WebhookSink
 from stream.pipeline import CameraPipeline
 
 log = logging.getLogger("vigil.runtime")
 
 
 class Vigil:
-    def __init__(self, cfg: VigilConfig, bus: EventBus | None = None) -> None:
+    def __init__(self, cfg: VigilConfig, bus: EventBus | None = None, persist: bool = True) -> None:
         self.cfg = cfg
-        self.bus = bus or EventBus()
+        self.store: EventStore | None = None
+        self.webhooks: list[WebhookSink] = []
+        if bus is None:
+            start_id = 0
+            if persist:
+                ev = cfg.events
+                data = Path(cfg.paths.data)
+                self.store = EventStore(data / ev.db, retention_days=ev.retention_days,
+                                        retention_mb=ev.retention_mb,
+                                        snapshots_dir=(data / "snapshots") if ev.snapshots else None)
+                start_id = self.store.max_id()
+            bus = EventBus(start_id=start_id)
+            if self.store is not None:
+                bus.add_sink(self.store)
+            for wh in cfg.events.webhooks:
+                sink = WebhookSink(wh.url, timeout_s=wh.timeout_s, max_queue=wh.max_queue,
+                                   retries=wh.retries, kinds=tuple(wh.kinds))
+                self.webhooks.append(sink)
+                bus.add_sink(sink)
+        self.bus = bus
         self.pipelines: dict[str, CameraPipeline] = {}
         self.failed: dict[str, str] = {}
         self.started_at = time.time()
@@ -83,4 +106,11 @@ class Vigil:
         for t in threads:
             t.join(max(0.05, deadline - time.monotonic() + 0.2))
         ok = all(results.get(n, False) for n in self.pipelines)
+        for wh in self.webhooks:
+            wh.close(timeout=0.2)
+        if self.store is not None:  # flush what the cameras emitted while stopping
+            try:
+                self.store.close(timeout=max(0.5, deadline - time.monotonic()))
+            except Exception:  # noqa: BLE001
+                log.exception("closing the event store")
         return ok

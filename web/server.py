@@ -38,9 +38,9 @@ def is_loopback(host: str) -> bool:
 class VigilServer:
     """Runtime + Flask app + waitress, startable in a thread (tests) or the main thread."""
 
-    def __init__(self, cfg: VigilConfig) -> None:
+    def __init__(self, cfg: VigilConfig, persist: bool = True) -> None:
         self.cfg = cfg
-        self.vigil = Vigil(cfg)
+        self.vigil = Vigil(cfg, persist=persist)
         self.stop_event = threading.Event()
         self.app = create_app(self.vigil, self.stop_event)
         self._server = None
@@ -110,7 +110,12 @@ def serve(cfg: VigilConfig, config_path: str = "config.yaml") -> int:
     if not s.token and not is_loopback(s.host):
         print(f"WARNING: binding {s.host} without server.token: anyone on the network can "
               "watch these cameras. Set server.token (or 'env:VAR').", file=sys.stderr)
-    server = VigilServer(cfg)
+    from events.store import EventStoreError
+    try:
+        server = VigilServer(cfg)
+    except EventStoreError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     try:
         server.bind()
     except OSError as e:

@@ -74,6 +74,24 @@ def test_tracks_and_events(server):
     assert evs and all(e["camera"] == "belt" for e in evs)
 
 
+def test_line_crossings_are_stored_with_snapshots(server):
+    deadline = time.monotonic() + 30
+    evs = []
+    while time.monotonic() < deadline and not evs:
+        evs = requests.get(server.base + "/api/events?camera=belt&kind=line_crossed", timeout=5).json()["events"]
+        time.sleep(0.5)
+    assert evs, "parts crossing the belt's line should be counted"
+    ev = evs[0]
+    assert ev["data"]["line"] == "gate" and ev["data"]["direction"] in ("in", "out")
+    assert ev["snapshot_url"]
+    r = requests.get(server.base + ev["snapshot_url"], timeout=5)
+    assert r.status_code == 200 and cv2.imdecode(np.frombuffer(r.content, np.uint8), cv2.IMREAD_COLOR) is not None
+    info = requests.get(server.base + "/api/cameras/belt", timeout=5).json()
+    assert info["counters"]["line gate in"] + info["counters"]["line gate out"] >= 1
+    assert server.vigil.store.count(camera="belt", kind="line_crossed") >= 1
+    assert requests.get(server.base + "/api/events/999999/snapshot.jpg", timeout=5).status_code == 404
+
+
 def test_sse_delivers_an_event(server):
     got = []
     with requests.get(server.base + "/api/events/stream", stream=True, timeout=20) as r:

@@ -14,14 +14,18 @@ from web.server import VigilServer
 
 CAMERAS = [
     {"name": "cross", "source": "synthetic:crossing", "detector": "none", "seed": 1},
-    {"name": "belt", "source": "synthetic:conveyor", "detector": "motion", "seed": 2},
+    {"name": "belt", "source": "synthetic:conveyor", "detector": "motion", "seed": 2,
+     "detector_params": {"warmup_frames": 40, "downscale": 2, "var_threshold": 36, "merge_distance": 16},
+     "lines": [{"name": "gate", "points": [[0.5, 0.05], [0.5, 0.95]], "normalized": True}]},
 ]
 
 
-def make_config(cameras: list[dict] | None = None, **server: Any):
+def make_config(cameras: list[dict] | None = None, data_dir: str | None = None, **server: Any):
+    import tempfile
     srv = {"host": "127.0.0.1", "port": 0, "threads": 32}
     srv.update(server)
     return parse_config({"server": srv, "cameras": cameras or CAMERAS,
+                         "paths": {"data": data_dir or tempfile.mkdtemp(prefix="vigil-test-data-")},
                          "tracker": {"min_hits": 2}})
 
 
