@@ -1,0 +1,311 @@
+"""YOLOv3 (Darknet-converted ONNX) on ONNX Runtime.
+
+The ONNX file comes from detectors/darknet.py: raw head outputs (N, A*(5+C), H, W) plus
+anchors, class names and input format in its metadata. Decoding is Darknet's:
+    cx = (sigmoid(tx) * s - (s - 1) / 2 + col) / W,   w = exp(tw) * anchor_w / input_w
+    score = sigmoid(obj) * sigmoid(class logit)   (best class per box)
+then class-aware NMS. Everything after the session run is vectorised numpy.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from core.types import Detections, Frame
+from detectors.base import DetectorError, as_bgr, frame_meta
+from detectors.darknet import FORMAT_VERSION, ensure_onnx, how_to_get
+from detectors.nms import batched_nms
+
+log = logging.getLogger("vigil.detectors.yolo")
+
+ROOT = Path(__file__).resolve().parents[1]
+PAD_VALUE = 127  # Darknet's letterbox fills with 0.5 gray
+_MAX_LOG_WH = 12.0  # clip tw/th before exp: exp(12) * anchor is far past any image
+
+
+@dataclass(frozen=True)
+class _Transform:
+    """How a source image was mapped into the network input (to map boxes back)."""
+
+    scale_x: float
+    scale_y: float
+    pad_x: float
+    pad_y: float
+    img_w: int
+    img_h: int
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _resolve(path: str | Path) -> Path:
+    """Relative paths are tried against the working directory, then the repository root."""
+    p = Path(path).expanduser()
+    if p.is_absolute() or p.exists():
+        return p
+    alt = ROOT / p
+    return alt if alt.exists() else p
+
+
+def choose_providers(providers: str, available: Sequence[str]) -> list[str]:
+    """Map the config value ("auto"|"cpu"|"cuda") to an ORT provider list."""
+    avail = list(available)
+    if providers == "cpu":
+        return ["CPUExecutionProvider"]
+    if providers == "cuda":
+        if "CUDAExecutionProvider" not in avail:
+            raise DetectorError("yolo: providers='cuda' but onnxruntime has no "
+                                f"CUDAExecutionProvider (available: {avail}); install "
+                                "onnxruntime-gpu or set providers to 'auto' or 'cpu'")
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if providers == "auto":
+        if "CUDAExecutionProvider" in avail:
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        return ["CPUExecutionProvider"]
+    raise DetectorError(f"yolo: providers must be 'auto', 'cpu' or 'cuda', got {providers!r}")
+
+
+class YoloDetector:
+    """YOLOv3 / YOLOv3-tiny detector.
+
+    Keyword parameters (the `detector.yolo` config section):
+      model: .onnx from the converter (default models/yolov3-tiny.onnx), or a Darknet
+             .weights file together with `cfg` (converted once to a cached .onnx beside it)
+      cfg: Darknet .cfg, needed only when `model` is a .weights file
+      names: class names file overriding the names stored in the model
+      input_size: network input side, multiple of 32 in 128..1280 (416)
+      conf_threshold: minimum objectness*class score, 0..1 (0.25)
+      nms_iou: IoU above which a same-class box is suppressed, 0..1 (0.45)
+      classes: class names to keep; empty keeps all
+      providers: "auto" | "cpu" | "cuda" ("auto": CUDA when onnxruntime has it, else CPU)
+      intra_op_threads / inter_op_threads: ORT thread pools, 0 = ORT default, 0..64
+      letterbox: keep aspect ratio and pad (True) or stretch to a square like
+                 cv2.dnn.blobFromImage (False)
+      max_det: most detections per frame, 1..10000 (300)
+    """
+
+    name = "yolo"
+
+    def __init__(
+        self,
+        model: str | Path = "models/yolov3-tiny.onnx",
+        cfg: str | Path | None = None,
+        names: str | Path | None = None,
+        input_size: int = 416,
+        conf_threshold: float = 0.25,
+        nms_iou: float = 0.45,
+        classes: Sequence[str] | None = (),
+        providers: str = "auto",
+        intra_op_threads: int = 0,
+        inter_op_threads: int = 0,
+        letterbox: bool = True,
+        max_det: int = 300,
+    ) -> None:
+        if not (isinstance(input_size, int) and 128 <= input_size <= 1280
+                and input_size % 32 == 0):
+            raise DetectorError(f"yolo: input_size must be a multiple of 32 in 128..1280, "
+                                f"got {input_size!r}")
+        for key, val in (("conf_threshold", conf_threshold), ("nms_iou", nms_iou)):
+            if not (isinstance(val, (int, float)) and 0.0 <= float(val) <= 1.0):
+                raise DetectorError(f"yolo: {key} must be a number in 0..1, got {val!r}")
+        for key, val in (("intra_op_threads", intra_op_threads),
+                         ("inter_op_threads", inter_op_threads)):
+            if not (isinstance(val, int) and 0 <= val <= 64):
+                raise DetectorError(f"yolo: {key} must be an integer in 0..64, got {val!r}")
+        if not (isinstance(max_det, int) and 1 <= max_det <= 10000):
+            raise DetectorError(f"yolo: max_det must be in 1..10000, got {max_det!r}")
+        import onnxruntime as ort  # imported here: no ORT work at module import
+
+        self.input_size = int(input_size)
+        self.conf_threshold = float(conf_threshold)
+        self.nms_iou = float(nms_iou)
+        self.letterbox = bool(letterbox)
+        self.max_det = int(max_det)
+        wanted = choose_providers(providers, ort.get_available_providers())
+        self.model_path = self._model_file(model, cfg, names)
+
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.intra_op_num_threads = int(intra_op_threads)
+        opts.inter_op_num_threads = int(inter_op_threads)
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # no busy-waiting between ops: the capture, tracker and web threads share the cores
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        try:
+            self.session = ort.InferenceSession(str(self.model_path), opts, providers=wanted)
+        except Exception as exc:  # noqa: BLE001 - ORT raises several unrelated types
+            raise DetectorError(f"yolo: cannot load ONNX model {self.model_path}: {exc}; delete "
+                                f"it and convert again ({how_to_get(self.model_path)})") from exc
+        self.provider = self.session.get_providers()[0]
+        if wanted[0] != self.provider:
+            log.warning("yolo: asked for %s but ONNX Runtime runs on %s", wanted[0],
+                        self.provider)
+
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if meta.get("vigil_format") != FORMAT_VERSION:
+            raise DetectorError(
+                f"yolo: {self.model_path} is not a Vigil-converted Darknet model (metadata "
+                f"vigil_format={meta.get('vigil_format')!r}, expected {FORMAT_VERSION!r}); "
+                "give the Darknet cfg + weights instead and it will be converted")
+        self.input_name = meta.get("input_name", "images")
+        self.output_names: list[str] = json.loads(meta["outputs"])
+        self.anchors = [np.asarray(a, np.float32).reshape(-1, 2)
+                        for a in json.loads(meta["anchors"])]
+        self.scale_x_y = [float(s) for s in json.loads(meta.get("scale_x_y", "[]"))] or \
+            [1.0] * len(self.anchors)
+        self.num_classes = int(meta["num_classes"])
+        self.class_names: list[str] = self._class_names(meta, names)
+        self._keep = self._class_filter(classes)
+        log.info("yolo: %s (%d classes, %d heads, input %d, letterbox=%s) on %s",
+                 self.model_path.name, self.num_classes, len(self.anchors), self.input_size,
+                 self.letterbox, self.provider)
+
+    # ------------------------------------------------------------------ construction
+    @staticmethod
+    def _model_file(model: str | Path, cfg: str | Path | None,
+                    names: str | Path | None) -> Path:
+        """The .onnx to load; Darknet sources are converted once (DarknetError, a
+        DetectorError, names the bad file and how to get it)."""
+        path = _resolve(model)
+        names_p = _resolve(names) if names else None
+        if path.suffix.lower() == ".weights":
+            if not cfg:
+                raise DetectorError(f"yolo: model {path} is a Darknet .weights file; set "
+                                    "`cfg` to its .cfg so it can be converted")
+            return ensure_onnx(_resolve(cfg), path, None, names_p)
+        if path.is_file():
+            return path
+        # a missing .onnx with its Darknet sources beside it: convert them once
+        src_cfg = _resolve(cfg) if cfg else path.with_suffix(".cfg")
+        src_w = path.with_suffix(".weights")
+        if src_cfg.is_file() and src_w.is_file():
+            coco = path.parent / "coco.names"
+            if names_p is None and path.stem == "yolov3-tiny" and coco.is_file():
+                names_p = coco
+            return ensure_onnx(src_cfg, src_w, path, names_p)
+        raise DetectorError(f"yolo: model file not found: {path}; {how_to_get(path)}")
+
+    def _class_names(self, meta: dict[str, str], names: str | Path | None) -> list[str]:
+        if names:
+            p = _resolve(names)
+            if not p.is_file():
+                raise DetectorError(f"yolo: class names file not found: {p}; {how_to_get(p)}")
+            got = [ln.strip() for ln in p.read_text(errors="replace").splitlines() if ln.strip()]
+        else:
+            got = json.loads(meta.get("names", "[]")) or [str(i) for i in
+                                                          range(self.num_classes)]
+        if len(got) != self.num_classes:
+            raise DetectorError(f"yolo: {len(got)} class names for a model with "
+                                f"{self.num_classes} classes ({names or self.model_path})")
+        return list(got)
+
+    def _class_filter(self, classes: Sequence[str] | None) -> np.ndarray | None:
+        if not classes:
+            return None
+        if isinstance(classes, str):
+            classes = [classes]
+        index = {n: i for i, n in enumerate(self.class_names)}
+        unknown = [c for c in classes if c not in index]
+        if unknown:
+            raise DetectorError(f"yolo: unknown classes {unknown}; the model knows: "
+                                f"{', '.join(self.class_names)}")
+        keep = np.zeros(self.num_classes, bool)
+        keep[[index[c] for c in classes]] = True
+        return keep
+
+    # ------------------------------------------------------------------ inference
+    def preprocess(self, img: np.ndarray) -> tuple[np.ndarray, _Transform]:
+        """BGR uint8 image -> (1,3,S,S) RGB float blob in [0,1] and the box transform."""
+        h, w = img.shape[:2]
+        s = self.input_size
+        if self.letterbox:
+            r = min(s / w, s / h)
+            nw, nh = max(1, int(round(w * r))), max(1, int(round(h * r)))
+            px, py = (s - nw) // 2, (s - nh) // 2
+            canvas = np.full((s, s, 3), PAD_VALUE, np.uint8)
+            interp = cv2.INTER_AREA if r < 0.5 else cv2.INTER_LINEAR
+            canvas[py:py + nh, px:px + nw] = cv2.resize(img, (nw, nh), interpolation=interp)
+            tf = _Transform(nw / w, nh / h, px, py, w, h)
+        else:
+            canvas = cv2.resize(img, (s, s), interpolation=cv2.INTER_LINEAR)
+            tf = _Transform(s / w, s / h, 0.0, 0.0, w, h)
+        blob = cv2.dnn.blobFromImage(canvas, 1.0 / 255.0, swapRB=True, crop=False)
+        return blob, tf
+
+    def raw(self, blob: np.ndarray) -> list[np.ndarray]:
+        """Raw head outputs for an input blob (what cv2.dnn's pre-yolo conv layers give)."""
+        return self.session.run(self.output_names, {self.input_name: blob})
+
+    def decode(self, outputs: Sequence[np.ndarray], in_w: int, in_h: int
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Raw head outputs -> (xyxy in network-input pixels, score, class_id), thresholded."""
+        boxes, scores, cls_ids = [], [], []
+        thr = self.conf_threshold
+        for out, anchors, sxy in zip(outputs, self.anchors, self.scale_x_y):
+            a = anchors.shape[0]
+            _, _, gh, gw = out.shape
+            p = out[0].reshape(a, 5 + self.num_classes, gh, gw)
+            obj = _sigmoid(p[:, 4])                                    # (A, H, W)
+            ai, gy, gx = np.nonzero(obj > thr)    # score <= obj, so this loses nothing
+            if ai.size == 0:
+                continue
+            cand = p[ai, :, gy, gx]                                    # (K, 5+C)
+            logits = cand[:, 5:]
+            best = np.argmax(logits, axis=1)
+            score = obj[ai, gy, gx] * _sigmoid(logits[np.arange(best.size), best])
+            ok = score > thr
+            if self._keep is not None:
+                ok &= self._keep[best]
+            if not np.any(ok):
+                continue
+            cand, ai, gy, gx, best, score = cand[ok], ai[ok], gy[ok], gx[ok], best[ok], score[ok]
+            off = (sxy - 1.0) / 2.0
+            cx = (_sigmoid(cand[:, 0]) * sxy - off + gx) * (in_w / gw)
+            cy = (_sigmoid(cand[:, 1]) * sxy - off + gy) * (in_h / gh)
+            bw = np.exp(np.minimum(cand[:, 2], _MAX_LOG_WH)) * anchors[ai, 0]
+            bh = np.exp(np.minimum(cand[:, 3], _MAX_LOG_WH)) * anchors[ai, 1]
+            boxes.append(np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], 1))
+            scores.append(score)
+            cls_ids.append(best)
+        if not boxes:
+            return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32)
+        return (np.concatenate(boxes).astype(np.float32), np.concatenate(scores).astype(np.float32),
+                np.concatenate(cls_ids).astype(np.int32))
+
+    def postprocess(self, outputs: Sequence[np.ndarray], tf: _Transform, seq: int = -1,
+                    ts: float = float("nan")) -> Detections:
+        s = self.input_size
+        xyxy, score, cls = self.decode(outputs, s, s)
+        finite = np.all(np.isfinite(xyxy), axis=1) & np.isfinite(score)
+        if not np.all(finite):
+            xyxy, score, cls = xyxy[finite], score[finite], cls[finite]
+        if score.size == 0:
+            return Detections.empty(seq, ts)
+        xyxy = (xyxy - np.array([tf.pad_x, tf.pad_y, tf.pad_x, tf.pad_y], np.float32)) / \
+            np.array([tf.scale_x, tf.scale_y, tf.scale_x, tf.scale_y], np.float32)
+        np.clip(xyxy[:, 0::2], 0, tf.img_w, out=xyxy[:, 0::2])
+        np.clip(xyxy[:, 1::2], 0, tf.img_h, out=xyxy[:, 1::2])
+        keep = batched_nms(xyxy, score, cls, self.nms_iou, max_det=self.max_det)
+        xyxy, score, cls = xyxy[keep], score[keep], cls[keep]
+        labels = [self.class_names[c] for c in cls.tolist()]
+        return Detections(xyxy, score, cls, label=labels, frame_seq=seq, ts=ts)
+
+    def detect(self, frame: Frame | np.ndarray) -> Detections:
+        seq, ts = frame_meta(frame)
+        img = as_bgr(frame)
+        if img is None:
+            return Detections.empty(seq, ts)
+        blob, tf = self.preprocess(img)
+        return self.postprocess(self.raw(blob), tf, seq, ts)
+
+    def __repr__(self) -> str:
+        return (f"YoloDetector(model={self.model_path.name!r}, input_size={self.input_size}, "
+                f"provider={self.provider!r})")
