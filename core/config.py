@@ -15,7 +15,6 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
                       model_validator)
 
-from core.uri import parse_source_uri
 
 __all__ = ["VigilConfig", "ConfigError", "load_config", "parse_config", "format_loc"]
 
@@ -319,13 +318,26 @@ class CameraConfig(Section):
     @field_validator("source")
     @classmethod
     def _source(cls, v: str) -> str:
-        parsed = parse_source_uri(v)
-        if parsed.kind == "file" and not Path(parsed.target).is_file():
+        # The URI grammar (and synthetic scene parameters) belong to stream/sources.py; the
+        # schema borrows its parser (syntax only, nothing is opened) so a bad URI fails here.
+        from stream.sources import parse_uri
+        parsed = parse_uri(v)
+        if parsed.kind == "file" and not Path(str(parsed.target)).is_file():
             raise ValueError(f"video file not found: {parsed.target}")
         return v
 
     @model_validator(mode="after")
     def _names(self) -> "CameraConfig":
+        if self.synthetic:
+            from stream.sources import parse_uri
+            from stream.synthetic import coerce_params
+            parsed = parse_uri(self.source)
+            if parsed.kind != "synthetic":
+                raise ValueError("synthetic: scene parameters are only for synthetic: sources")
+            try:
+                coerce_params(str(parsed.target), {**parsed.params, **self.synthetic})
+            except ValueError as e:
+                raise ValueError(f"synthetic: {e}") from None
         for what, items in (("zones", self.zones), ("lines", self.lines)):
             seen: set[str] = set()
             for i, it in enumerate(items):

@@ -195,3 +195,17 @@ def test_tracker_section_mirrors_tracker_params():
             TrackerConfig(**{n: hi})
             with pytest.raises(Exception):
                 TrackerConfig(**{n: hi * 2 + 1})
+
+
+@pytest.mark.parametrize("source,synthetic,needle", [
+    ("synthetic:conveyor?speed=abc", {}, "cameras[0].source"),
+    ("synthetic:conveyor", {"sped": 3}, "cameras[0]: Value error, synthetic:"),
+    ("synthetic:conveyor", {"defect_rate": 7}, "defect_rate"),
+    ("sample:bikes", {"speed": 3}, "only for synthetic"),
+])
+def test_synthetic_parameters_validated(source, synthetic, needle):
+    data = with_("cameras.0.source", source)
+    data["cameras"][0]["synthetic"] = synthetic
+    with pytest.raises(ConfigError) as exc:
+        parse_config(data)
+    assert needle.replace("Value error, ", "") in str(exc.value), str(exc.value)
