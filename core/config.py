@@ -274,6 +274,63 @@ def _check_points(points: list[list[float]], normalized: bool) -> None:
                 raise ValueError(f"point value {v} is out of range")
 
 
+class DefectWatchConfig(Section):
+    """Factory-line defect watch (events/defects.py): parts crossing the inspection line are
+    compared with a golden reference (learned from the first alike parts, or a file)."""
+    enabled: bool = True
+    line_x: float = Field(0.5, ge=0, le=1e5, description="vertical inspection line (0..1 when normalized)")
+    normalized: bool = True
+    reference: Optional[str] = Field(None, description="golden part image; null learns it from the first parts")
+    learn_parts: int = Field(5, ge=2, le=50)
+    diff_threshold: float = Field(40.0, ge=5, le=200, description="grey-level difference counted as changed")
+    area_threshold: float = Field(25.0, ge=1, le=1e6, description="largest changed blob (px) above which a part is DEFECT")
+    dhash_threshold: int = Field(14, ge=0, le=64, description="dHash bits above which a part is DEFECT")
+    shape_dhash: int = Field(24, ge=0, le=64)
+    size_tolerance: Fraction = 0.25
+    shape_mismatch: Fraction = 0.08
+    learn_mismatch: Fraction = 0.08
+    ocr: bool = Field(True, description="read the serial label with Tesseract")
+    ocr_psm: int = Field(7, ge=6, le=13)
+    ocr_whitelist: str = Field("SN0123456789 ", max_length=256)
+    ocr_min_confidence: float = Field(30.0, ge=0, le=100)
+    serial_pattern: str = Field(r"S\s*N\s*(\d{3,6})", max_length=256)
+    serial_format: str = Field("SN {}", max_length=64)
+    min_part_area: float = Field(1500.0, ge=0, le=1e8)
+    min_part_side: float = Field(24.0, ge=1, le=1e5)
+    margin: Fraction = 0.08
+    blur_sigma: float = Field(1.0, ge=0, le=10)
+    max_pending: int = Field(64, ge=1, le=10000)
+    max_verdicts: int = Field(10000, ge=1, le=10_000_000)
+    track_ttl: int = Field(50, ge=1, le=100000)
+    snapshot: bool = True
+    jpeg_quality: int = Field(85, ge=10, le=100)
+
+    @field_validator("serial_pattern")
+    @classmethod
+    def _pattern(cls, v: str) -> str:
+        import re
+        try:
+            if re.compile(v).groups != 1:
+                raise ValueError("needs exactly one group (the serial digits)")
+        except re.error as e:
+            raise ValueError(f"not a regular expression: {e}") from None
+        return v
+
+    @field_validator("serial_format")
+    @classmethod
+    def _format(cls, v: str) -> str:
+        if "{}" not in v:
+            raise ValueError("must contain {} where the serial goes")
+        return v
+
+    @field_validator("reference")
+    @classmethod
+    def _reference(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and not Path(v).is_file():
+            raise ValueError(f"reference image not found: {v}")
+        return v
+
+
 class ReconnectConfig(Section):
     initial_backoff_s: float = Field(0.25, gt=0, le=60)
     max_backoff_s: float = Field(2.0, gt=0, le=600)
@@ -314,6 +371,7 @@ class CameraConfig(Section):
     seed: int = Field(0, ge=0, le=2**31 - 1)
     zones: list[ZoneConfig] = Field(default_factory=list, max_length=64)
     lines: list[LineConfig] = Field(default_factory=list, max_length=64)
+    defect_watch: Optional[DefectWatchConfig] = Field(None, description="factory-line defect watch for this camera")
 
     @field_validator("source")
     @classmethod

@@ -452,6 +452,10 @@ class DefectWatch:
         return Reference(gray, ignore, part, 0, 0, lines, dhash_gray(inner)).finish(self.blur_sigma)
 
     # ------------------------------------------------------------------ geometry
+    def line_px(self, w: int, h: int) -> np.ndarray:
+        """The inspection line ((x1, y1), (x2, y2)) in pixels for a w x h frame."""
+        return self._line_for(w, h)
+
     def _line_for(self, w: int, h: int) -> np.ndarray:
         if self._frame_size != (w, h):
             pts = self.line_pts.copy()

@@ -17,6 +17,7 @@ import cv2
 from core.config import CameraConfig, VigilConfig
 from core.types import Detections, Event, EventKind, Frame, Tracks
 from detectors.base import Detector, build as build_detector
+from events.defects import DefectWatch
 from events.zones import LineCounter, ZoneCounter
 from stream.overlay import LineDraw, ZoneDraw
 from trackers.tracker import Tracker
@@ -66,13 +67,15 @@ def snapshot_jpeg(image: np.ndarray, box: tuple[float, float, float, float] | No
 class Analyzer:
     def __init__(self, camera: str, detector: Detector, tracker: Tracker,
                  emit: Emit | None = None, lines: list[LineCounter] | None = None,
-                 zones: list[ZoneCounter] | None = None, snapshots: bool = True) -> None:
+                 zones: list[ZoneCounter] | None = None, snapshots: bool = True,
+                 defects: DefectWatch | None = None) -> None:
         self.camera = camera
         self.detector = detector
         self.tracker = tracker
         self.emit = emit
         self.lines = list(lines or [])
         self.zones = list(zones or [])
+        self.defects = defects
         self.snapshots = snapshots
         self._frame_size: tuple[int, int] | None = None
         self.has_detector = getattr(detector, "name", "") != "none"
@@ -146,15 +149,29 @@ class Analyzer:
         self.emit(ev, snap)
 
     def observe(self, frame: Frame, tracks: Tracks) -> None:
-        """Zones and lines, once per displayed frame (not for late detector updates)."""
+        """Zones, lines and the defect watch, once per displayed frame (not for late
+        detector updates)."""
         self._frame_size = (frame.width, frame.height)
-        if not (self.lines or self.zones):
+        if not (self.lines or self.zones or self.defects):
             return
         size = self._frame_size
         with self._lock:
             for counter in (*self.lines, *self.zones):
                 for ev in counter.update(tracks, size, self.class_names, wall_ts=frame.wall_ts):
                     self._send(ev, frame)
+            if self.defects is not None:
+                for ev, snap in self.defects.update(frame, tracks):
+                    if self.emit is not None:
+                        self.emit(ev, snap if self.snapshots else None)
+
+    def finish(self) -> None:
+        """End of stream: judge parts still waiting for a learned reference."""
+        if self.defects is None:
+            return
+        with self._lock:
+            for ev, snap in self.defects.flush():
+                if self.emit is not None:
+                    self.emit(ev, snap if self.snapshots else None)
 
     def trails(self) -> dict[int, np.ndarray]:
         with self._lock:
@@ -174,6 +191,12 @@ class Analyzer:
             p1, p2 = ln.pixel_points(self._frame_size)
             c = ln.counts()
             out.append(LineDraw(ln.name, p1, p2, c["in"], c["out"], in_side=ln.in_side))
+        if self.defects is not None and self._frame_size is not None:
+            pts = self.defects.line_px(*self._frame_size)
+            c = self.defects.counters()
+            out.append(LineDraw("inspection", (int(pts[0][0]), int(pts[0][1])),
+                                (int(pts[1][0]), int(pts[1][1])), color=(0, 200, 255), arrow=False,
+                                text=f"inspection: {c['parts']} parts, {c['pass']} pass, {c['defect']} defect"))
         return out
 
     def counters(self) -> dict[str, Any]:
@@ -187,6 +210,10 @@ class Analyzer:
             c = z.counts()
             out[f"zone {z.name} entries"] = c["entries"]
             out[f"zone {z.name} now"] = sum(c["occupancy"].values())
+        if self.defects is not None:
+            c = self.defects.counters()
+            out.update({"parts": c["parts"], "pass": c["pass"], "defect": c["defect"],
+                        "defect_rate": c["defect_rate"], "labels_read": c["labels_read"]})
         return out
 
     def counters_detail(self) -> dict[str, Any]:
@@ -200,5 +227,10 @@ def build_analyzer(cam: CameraConfig, cfg: VigilConfig, detector: Detector | Non
     lines = [LineCounter.from_config(ln, camera=cam.name, anchor=ln.anchor) for ln in cam.lines]
     zones = [ZoneCounter.from_config(z, camera=cam.name, anchor=z.anchor,
                                      confirm_frames=z.confirm_frames) for z in cam.zones]
+    defects = None
+    if cam.defect_watch is not None and cam.defect_watch.enabled:
+        params = cam.defect_watch.model_dump()
+        params.pop("enabled")
+        defects = DefectWatch(cam.name, **params)
     return Analyzer(cam.name, det, Tracker(**tracker_params(cfg)), emit, lines=lines, zones=zones,
-                    snapshots=cfg.events.snapshots)
+                    snapshots=cfg.events.snapshots, defects=defects)

@@ -66,6 +66,8 @@ class LineDraw:
     count_out: int = 0
     in_side: int = 1
     color: tuple[int, int, int] | None = None
+    text: str | None = None  # shown instead of "NAME in N out M" (e.g. an inspection line)
+    arrow: bool = True
 
 
 @dataclass(frozen=True)
@@ -340,10 +342,12 @@ class OverlayRenderer:
             side = 1 if ln.in_side >= 0 else -1
             nx, ny = -dy / norm * side, dx / norm * side
             mx, my = (p1[0] + p2[0]) // 2, (p1[1] + p2[1]) // 2
-            tip = (int(mx + 28 * nx), int(my + 28 * ny))
-            cv2.arrowedLine(img, (mx, my), tip, color, 2, cv2.LINE_8, tipLength=0.35)
-            self._text(img, f"{ln.name} in {ln.count_in} out {ln.count_out}",
-                       mx + 6, my + 6, color)
+            if ln.arrow:
+                tip = (int(mx + 28 * nx), int(my + 28 * ny))
+                cv2.arrowedLine(img, (mx, my), tip, color, 2, cv2.LINE_8, tipLength=0.35)
+            label = ln.text if ln.text is not None else f"{ln.name} in {ln.count_in} out {ln.count_out}"
+            tx, ty = (mx + 6, my + 6) if ln.text is None else (min(p1[0], p2[0]) + 6, min(p1[1], p2[1]) + 4)
+            self._text(img, label, tx, ty, color)
 
     def _draw_status(self, img, st: StatusInfo) -> None:
         h = self._text_h + 2

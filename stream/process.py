@@ -84,12 +84,20 @@ def _load_cfg(args: argparse.Namespace):
     else:
         cfg = parse_config({"cameras": [{"name": "process", "source": "synthetic:crossing"}]})
     data = cfg.model_dump(mode="python")
-    base = data["cameras"][0]
-    cam = {k: base[k] for k in ("backend", "resize", "open_timeout_s", "read_timeout_s", "synthetic", "seed")}
+    # a configured camera with this very source lends all its settings (detector parameters,
+    # zones, lines, defect watch, scene parameters); otherwise the first camera's detector
+    same = [c for c in data["cameras"] if c["source"] == args.input]
+    base = same[0] if same else data["cameras"][0]
+    keys = ("backend", "resize", "open_timeout_s", "read_timeout_s", "synthetic", "seed")
+    cam = {k: base[k] for k in keys}
+    if same:
+        cam.update({k: base[k] for k in ("detector_params", "zones", "lines", "defect_watch", "gate")})
     cam.update(name="process", source=args.input, detector=args.detector or base["detector"],
-               detect_every=args.every_n or 1, loop=False, zones=base["zones"], lines=base["lines"])
-    if not args.input.startswith("synthetic:"):
-        cam["synthetic"] = {}
+               detect_every=args.every_n or 1, loop=False)
+    if args.detector and args.detector != base["detector"]:
+        cam.pop("detector_params", None)
+    if not same or not args.input.startswith("synthetic:"):
+        cam["synthetic"] = cam["synthetic"] if same else {}
     if args.backend != "auto":
         cam["backend"] = args.backend
     if args.seed is not None:
@@ -123,6 +131,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
               file=sys.stderr)
     src.open()
     fps = getattr(src, "fps", None) or 25.0
+    evaluator = None
+    if analyzer.defects is not None and hasattr(src, "truth"):
+        from events.defects import ConveyorEvaluator
+        evaluator = ConveyorEvaluator(analyzer.defects)
     writer = Mp4Writer(args.output, fps) if args.output else None
     rows: list[np.ndarray] = []
     stage_s = {"decode": [], "detect": [], "track": [], "draw": [], "encode": []}
@@ -152,6 +164,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 t2 = time.perf_counter()
                 tracks = analyzer.track(frame)
             analyzer.observe(frame, tracks)
+            if evaluator is not None:
+                evaluator.observe(n, src.truth(n), (frame.width, frame.height))
             t3 = time.perf_counter()
             stage_s["decode"].append(t1 - t0)
             stage_s["detect"].append(t2 - t1)
@@ -172,6 +186,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 stage_s["encode"].append(time.perf_counter() - t4)
             n += 1
             progress.update(n)
+        analyzer.finish()
     finally:
         progress.close(n)
         src.close()
@@ -196,6 +211,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "tracks_file": args.tracks,
     }
     summary.update(analyzer.counters())
+    if evaluator is not None:
+        ev = evaluator.summary()
+        summary.update({k: ev[k] for k in ("parts", "parts_true", "count_exact", "defect_precision",
+                                          "defect_recall", "label_read_rate") if k in ev})
+        summary["defect_eval"] = ev
     return summary
 
 
