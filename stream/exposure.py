@@ -109,7 +109,9 @@ class LongExposure:
             else:
                 self._push(image)
             if self.trails:
-                np.copyto(self._last, image)
+                # a reference, not a copy: source frames are never written to after capture
+                # (the overlay is drawn on a copy), and this saves a full-frame copy per frame
+                self._last = image
             self.frames += 1
 
     def _start(self, image: np.ndarray) -> None:
@@ -128,7 +130,7 @@ class LongExposure:
             self._sum = np.zeros(image.shape, np.int32)
             self._push(image)
         if self.trails:
-            self._last = image.copy()
+            self._last = image
 
     def _push(self, image: np.ndarray) -> None:
         slot = self._ring[self._head]
