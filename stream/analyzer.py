@@ -87,6 +87,8 @@ class Analyzer:
         # ids matched by a detection at the last detector update: between detector runs
         # predict() reports det_index=-1 for every track, but only these are "seen"
         self._matched_ids = np.zeros(0, np.int64)
+        # OCR text per track (from a text detector's Detections.text), read once per track
+        self._texts: dict[int, str] = {}
 
     def detect(self, frame: Frame) -> Detections:
         dets = self.detector.detect(frame)
@@ -100,8 +102,34 @@ class Analyzer:
             self.detections_total += len(dets)
             tracks = self.tracker.update(frame, dets)
             self._matched_ids = tracks.track_id[tracks.det_index >= 0].copy()
+            if dets.text is not None:
+                self._read_texts(frame, tracks, dets)
             self._after(tracks, frame)
-            return tracks
+            return self._with_text(tracks)
+
+    def _read_texts(self, frame: Frame, tracks: Tracks, dets: Detections) -> None:
+        """Carry OCR text from detections to their tracks; one TEXT_READ event per track and
+        distinct text (a track re-read with the same text is not reported again)."""
+        for i in np.flatnonzero(tracks.det_index >= 0):
+            text = dets.text[int(tracks.det_index[i])]
+            if not text:
+                continue
+            tid = int(tracks.track_id[i])
+            if self._texts.get(tid) == text:
+                continue
+            self._texts[tid] = text
+            self._send(Event(EventKind.TEXT_READ, self.camera, ts=frame.wall_ts, track_id=tid,
+                             label=self._label(tracks, int(i)),
+                             box=tuple(float(v) for v in tracks.xyxy[i]),
+                             data={"text": text}, frame_seq=frame.seq), frame)
+        if len(self._texts) > 4 * self.tracker.params.max_tracks:  # bounded: keep live ids only
+            live = set(int(t) for t in tracks.track_id)
+            self._texts = {k: v for k, v in self._texts.items() if k in live}
+
+    def _with_text(self, tracks: Tracks) -> Tracks:
+        if self._texts and len(tracks):
+            tracks.text = np.array([self._texts.get(int(t)) for t in tracks.track_id], dtype=object)
+        return tracks
 
     def coasting(self, tracks: Tracks) -> np.ndarray:
         """True for tracks that no detection matched at the last detector update."""
@@ -113,7 +141,7 @@ class Analyzer:
             tracks = self.tracker.predict(frame.ts)
             tracks.frame_seq = frame.seq
             self._after(tracks, frame)
-            return tracks
+            return self._with_text(tracks)
 
     def _after(self, tracks: Tracks, frame: Frame) -> None:
         self._last_tracks = tracks
