@@ -22,14 +22,27 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
+    from importlib import metadata
     versions: dict[str, str] = {"python": platform.python_version()}
-    for mod in ("numpy", "cv2", "onnxruntime", "av", "flask", "waitress", "scipy", "filterpy"):
+    for dist in ("numpy", "opencv-python-headless", "onnxruntime", "onnxruntime-gpu", "av", "flask",
+                 "waitress", "scipy", "filterpy", "tesserocr"):
         try:
-            m = __import__(mod)
-            versions[mod] = getattr(m, "__version__", "?")
-        except Exception:  # noqa: BLE001
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
             pass
-    return {"cores": os.cpu_count(), "cpu": cpu, "platform": platform.platform(), "versions": versions}
+    out: dict[str, Any] = {"cores": os.cpu_count(), "cpu": cpu, "platform": platform.platform(),
+                           "versions": versions, "load_avg_1m": round(os.getloadavg()[0], 2)}
+    try:
+        import onnxruntime as ort
+        out["ort_providers"] = ort.get_available_providers()
+    except Exception:  # noqa: BLE001
+        pass
+    try:
+        import tesserocr
+        out["tesseract"] = tesserocr.tesseract_version().split()[1]
+    except Exception:  # noqa: BLE001
+        pass
+    return out
 
 
 def median(xs: Iterable[float]) -> float | None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -23,6 +22,7 @@ from typing import Any, Callable
 
 import cv2
 import numpy as np
+from bench.common import machine as common_machine
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -36,24 +36,8 @@ WARMUP = 2
 
 
 def machine() -> dict[str, Any]:
-    model = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import onnxruntime as ort
-    return {
-        "cores": os.cpu_count(),
-        "cpu_model": model,
-        "python": platform.python_version(),
-        "cv2": cv2.__version__,
-        "onnxruntime": ort.__version__,
-        "numpy": np.__version__,
-        "ort_providers": ort.get_available_providers(),
-    }
+    """The shared machine description (bench/common.py)."""
+    return common_machine()
 
 
 def load_frames(path: Path, n: int) -> list[np.ndarray]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import sys
 import time
@@ -28,6 +27,7 @@ from typing import Any, Callable
 
 import cv2
 import numpy as np
+from bench.common import machine as common_machine
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -57,22 +57,8 @@ def _stats(samples: list[float]) -> dict[str, float]:
 
 
 def machine() -> dict[str, Any]:
-    import onnxruntime as ort
-
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import tesserocr
-
-    return {"cores": os.cpu_count(), "cpu_model": cpu, "python": platform.python_version(),
-            "cv2": cv2.__version__, "onnxruntime": ort.__version__,
-            "tesseract": tesserocr.tesseract_version().split()[1],
-            "load_avg_1m_at_start": round(os.getloadavg()[0], 2)}
+    """The shared machine description (bench/common.py)."""
+    return common_machine()
 
 
 def load_vtest(n: int) -> list[np.ndarray]:

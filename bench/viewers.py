@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -19,7 +18,7 @@ from typing import Any
 import psutil
 import requests
 
-from bench.common import ROOT, emit, machine
+from bench.common import emit, machine
 
 CLIENT = r"""
 import selectors, socket, sys, time, json

@@ -81,6 +81,27 @@ def as_bgr(image: np.ndarray | Frame) -> np.ndarray | None:
     return np.ascontiguousarray(img)
 
 
+def choose_providers(providers: str, available: list[str] | tuple[str, ...], owner: str = "detector") -> list[str]:
+    """Config value "auto" | "cpu" | "cuda" -> ONNX Runtime provider list.
+
+    auto takes CUDA only when onnxruntime-gpu is installed and offers it (a GPU is present);
+    callers check session.get_providers() afterwards and log what was really used.
+    """
+    avail = list(available)
+    if providers == "cpu":
+        return ["CPUExecutionProvider"]
+    if providers == "cuda":
+        if "CUDAExecutionProvider" not in avail:
+            raise DetectorError(f"{owner}.providers: 'cuda' but onnxruntime has no "
+                                f"CUDAExecutionProvider (available: {avail}); run `make gpu` "
+                                "(onnxruntime-gpu) or use 'auto' or 'cpu'")
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if providers == "auto":
+        return (["CUDAExecutionProvider"] if "CUDAExecutionProvider" in avail else []) + \
+            ["CPUExecutionProvider"]
+    raise DetectorError(f"{owner}.providers: must be 'auto', 'cpu' or 'cuda', got {providers!r}")
+
+
 def frame_meta(image: np.ndarray | Frame) -> tuple[int, float]:
     if isinstance(image, Frame):
         return image.seq, image.ts

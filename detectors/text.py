@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from core.types import Detections, Frame
-from detectors.base import DetectorError, as_bgr, frame_meta
+from detectors.base import DetectorError, as_bgr, choose_providers, frame_meta
 from detectors.ocr import VALID_PSM, TessReader, rbox_to_quad
 
 log = logging.getLogger("vigil.detectors.text")
@@ -205,27 +205,12 @@ def east_nms(rboxes: np.ndarray, scores: np.ndarray, conf_threshold: float, iou_
 # --------------------------------------------------------------------------------------
 # ONNX Runtime session (shared logic with the YOLO detector: CUDA only when available)
 # --------------------------------------------------------------------------------------
-def choose_providers(providers: str, available: Sequence[str]) -> list[str]:
-    """"auto" | "cpu" | "cuda" -> ONNX Runtime provider list (same values as detector.yolo)."""
-    avail = list(available)
-    if providers == "cpu":
-        return ["CPUExecutionProvider"]
-    if providers == "cuda":
-        if "CUDAExecutionProvider" not in avail:
-            raise DetectorError("text.providers: 'cuda' but onnxruntime has no "
-                                f"CUDAExecutionProvider (available: {avail}); install "
-                                "onnxruntime-gpu or use 'auto' or 'cpu'")
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    if providers == "auto":
-        return (["CUDAExecutionProvider"] if "CUDAExecutionProvider" in avail else []) + \
-            ["CPUExecutionProvider"]
-    raise DetectorError(f"text.providers: must be 'auto', 'cpu' or 'cuda', got {providers!r}")
 
 
 def _ort_session(path: str, providers: str, threads: int) -> Any:
     import onnxruntime as ort
 
-    chosen = choose_providers(providers, ort.get_available_providers())
+    chosen = choose_providers(providers, ort.get_available_providers(), "text")
     so = ort.SessionOptions()
     so.log_severity_level = 3
     if threads > 0:

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from core.types import Detections, Frame
-from detectors.base import DetectorError, as_bgr, frame_meta
+from detectors.base import DetectorError, as_bgr, choose_providers, frame_meta
 from detectors.darknet import FORMAT_VERSION, ensure_onnx, how_to_get
 from detectors.nms import batched_nms
 
@@ -54,22 +54,6 @@ def _resolve(path: str | Path) -> Path:
     return alt if alt.exists() else p
 
 
-def choose_providers(providers: str, available: Sequence[str]) -> list[str]:
-    """Map the config value ("auto"|"cpu"|"cuda") to an ORT provider list."""
-    avail = list(available)
-    if providers == "cpu":
-        return ["CPUExecutionProvider"]
-    if providers == "cuda":
-        if "CUDAExecutionProvider" not in avail:
-            raise DetectorError("yolo: providers='cuda' but onnxruntime has no "
-                                f"CUDAExecutionProvider (available: {avail}); install "
-                                "onnxruntime-gpu or set providers to 'auto' or 'cpu'")
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    if providers == "auto":
-        if "CUDAExecutionProvider" in avail:
-            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-        return ["CPUExecutionProvider"]
-    raise DetectorError(f"yolo: providers must be 'auto', 'cpu' or 'cuda', got {providers!r}")
 
 
 class YoloDetector:
@@ -128,7 +112,7 @@ class YoloDetector:
         self.nms_iou = float(nms_iou)
         self.letterbox = bool(letterbox)
         self.max_det = int(max_det)
-        wanted = choose_providers(providers, ort.get_available_providers())
+        wanted = choose_providers(providers, ort.get_available_providers(), "yolo")
         self.model_path = self._model_file(model, cfg, names)
 
         opts = ort.SessionOptions()

@@ -8,7 +8,7 @@ import dataclasses
 import logging
 import threading
 import time
-from typing import Any, Callable, Iterable, Optional, Protocol
+from typing import Optional, Protocol
 
 from core.types import Event
 

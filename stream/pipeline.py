@@ -17,13 +17,13 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import numpy as np
 
 from core.config import CameraConfig, VigilConfig
 from core.types import Detections, Event, EventKind, Frame, SourceState, Tracks
-from detectors.base import Detector, build as build_detector
+from detectors.base import Detector
 from stream.analyzer import Analyzer, build_analyzer
 from stream.capture import Capture, ReconnectPolicy
 from stream.exposure import LongExposure

@@ -12,6 +12,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+# RTSP server / hanging TCP server / MJPEG server fixtures, available to every test
+pytest_plugins = ["tests.rtsp_fixture"]
+
 SHARED_DATA = Path(os.environ.get("VIGIL_SHARED_DATA", ROOT.parent / "shared" / "data"))
 IN_CI = os.environ.get("VIGIL_CI") == "1"
 

@@ -11,7 +11,6 @@ import pytest
 from core.types import SourceState
 from stream.capture import Capture, ReconnectPolicy
 from stream.sources import open_source
-from tests.rtsp_fixture import rtsp_server  # noqa: F401 (fixture)
 
 
 def _wait(pred, timeout, step=0.01):

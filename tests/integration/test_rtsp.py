@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from stream.sources import SourceError, open_source
-from tests.rtsp_fixture import rtsp_server, rtsp_server_factory  # noqa: F401 (fixtures)
 
 BACKENDS = ["pyav", "opencv"]
 

@@ -8,7 +8,6 @@ import pytest
 
 from stream.sources import SourceError, open_source
 from tests.conftest import data_file
-from tests.rtsp_fixture import hanging_server, mjpeg_server  # noqa: F401 (fixtures)
 
 BACKENDS = ["opencv", "pyav"]
 

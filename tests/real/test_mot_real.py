@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import tempfile
 
-import numpy as np
 import pytest
 
 from tests.conftest import data_file

@@ -5,7 +5,6 @@ import threading
 import time
 
 import numpy as np
-import pytest
 
 from core.types import SourceState
 from stream.capture import Capture, ReconnectPolicy

@@ -278,7 +278,7 @@ def test_bad_tessdata_names_the_key(tmp_path: Path):
 
 
 def test_choose_providers():
-    from detectors.text import choose_providers
+    from detectors.base import choose_providers
 
     cpu_only = ["CPUExecutionProvider"]
     both = ["CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -287,7 +287,7 @@ def test_choose_providers():
     assert choose_providers("cpu", both) == cpu_only
     assert choose_providers("cuda", both) == both
     with pytest.raises(DetectorError, match=r"text\.providers.*CUDAExecutionProvider"):
-        choose_providers("cuda", cpu_only)
+        choose_providers("cuda", cpu_only, "text")
 
 
 def test_find_tessdata(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
