@@ -71,6 +71,7 @@
   pollAll();
   setInterval(pollAll, 1000);
 
+  const SNAPSHOT_KINDS = new Set(["line_crossed", "zone_enter", "defect_found", "part_passed", "text_read", "track_started"]);
   function addEvent(ev) {
     const li = document.createElement("li");
     li.className = ev.kind;
@@ -78,10 +79,15 @@
     let what = "";
     if (ev.kind === "camera_state") what = `${ev.data.from} → ${ev.data.to} ${ev.data.message || ""}`;
     else if (ev.track_id !== null && ev.track_id !== undefined) what = `#${ev.track_id} ${ev.label || ""}`;
-    if (ev.data && ev.data.text) what += ` “${ev.data.text}”`;
-    if (ev.data && ev.data.direction) what += ` (${ev.data.direction})`;
+    const d = ev.data || {};
+    if (d.text) what += ` “${d.text}”`;
+    if (d.line) what += ` ${d.line} ${d.direction || ""}`;
+    if (d.zone) what += ` ${d.zone}`;
+    if (d.verdict) what += ` ${d.verdict}${d.serial ? " " + d.serial : ""}`;
+    const snap = SNAPSHOT_KINDS.has(ev.kind) && ev.box && ev.id
+      ? ` <a href="/api/events/${ev.id}/snapshot.jpg" target="_blank" rel="noopener">snapshot</a>` : "";
     li.innerHTML = `<span class="t">${esc(t)}</span><span class="k">${esc(ev.kind)}</span>` +
-      `<span class="c">${esc(ev.camera)}</span> ${esc(what)}`;
+      `<span class="c">${esc(ev.camera)}</span> ${esc(what)}${snap}`;
     eventsEl.prepend(li);
     while (eventsEl.children.length > 200) eventsEl.lastChild.remove();
   }
