@@ -212,7 +212,7 @@ class Analyzer:
                 for z in self.zones]
 
     def line_draws(self) -> list[LineDraw]:
-        if not self.lines or self._frame_size is None:
+        if self._frame_size is None or not (self.lines or self.defects):
             return []
         out = []
         for ln in self.lines:

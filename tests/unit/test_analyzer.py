@@ -60,3 +60,15 @@ def test_line_crossing_event_through_the_analyzer():
     c = an.counters()
     assert c["line mid in"] + c["line mid out"] == 1
     assert an.line_draws()[0].name == "mid"
+
+
+def test_defect_watch_line_is_drawn_without_counting_lines():
+    cfg = parse_config({"cameras": [{"name": "belt", "source": "synthetic:conveyor", "detector": "none",
+                                     "defect_watch": {"line_x": 0.5}}]})
+    an = build_analyzer(cfg.cameras[0], cfg)
+    f = Frame(np.zeros((100, 200, 3), np.uint8), 0, 0.0)
+    an.observe(f, an.track(f))
+    draws = an.line_draws()
+    assert len(draws) == 1 and draws[0].name == "inspection"
+    assert draws[0].p1[0] == draws[0].p2[0] == 100
+    assert "parts" in draws[0].text and an.counters()["parts"] == 0
