@@ -1,13 +1,16 @@
 """Helpers shared by benchmarks: machine description, medians, JSON output."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import threading
+import time
 import platform
 import statistics
 import sys
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("VIGIL_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -63,3 +66,31 @@ def data_path(rel: str) -> Path:
     if not p.is_file():
         raise SystemExit(f"error: benchmark input {p} not found (shared data)")
     return p
+
+
+@contextlib.contextmanager
+def serving(cfg: Any, ready_timeout_s: float = 20.0) -> Iterator[Any]:
+    """A VigilServer for `cfg` (no event database: benchmarks leave nothing on disk) running in
+    a thread, ready (every camera produced a frame) when the block starts; shut down after."""
+    import requests
+
+    from web.server import VigilServer
+    srv = VigilServer(cfg, persist=False)
+    srv.bind()
+    srv.start_pipelines()
+    th = threading.Thread(target=srv.run, name="bench-server", daemon=True)
+    th.start()
+    srv.base = srv.url.rstrip("/")
+    try:
+        deadline = time.monotonic() + ready_timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(srv.base + "/readyz", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        yield srv
+    finally:
+        srv.shutdown(2.0)
+        th.join(3)

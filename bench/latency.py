@@ -7,14 +7,13 @@ http     : capture ts (X-Capture-Ts header, monotonic clock) -> arrival of the M
 from __future__ import annotations
 
 import argparse
-import threading
 import time
 from typing import Any
 
 import numpy as np
 import requests
 
-from bench.common import emit, machine
+from bench.common import emit, machine, serving
 
 
 def _pct(xs: list[float]) -> dict[str, float | None]:
@@ -27,26 +26,12 @@ def _pct(xs: list[float]) -> dict[str, float | None]:
 
 def measure(source: str, detector: str, seconds: float, detect_every: int = 1) -> dict[str, Any]:
     from core.config import parse_config
-    from web.server import VigilServer
     cfg = parse_config({"server": {"host": "127.0.0.1", "port": 0, "threads": 16},
                         "cameras": [{"name": "lat", "source": source, "detector": detector,
                                      "detect_every": detect_every, "loop": True}]})
-    srv = VigilServer(cfg)
-    srv.bind()
-    srv.start_pipelines()
-    th = threading.Thread(target=srv.run, daemon=True)
-    th.start()
-    base = srv.url.rstrip("/")
     http: list[float] = []
-    try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(base + "/readyz", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
+    with serving(cfg) as srv:
+        base = srv.base
         warm = time.monotonic() + 2.0
         end = warm + seconds
         with requests.get(base + "/stream/lat.mjpg", stream=True, timeout=10) as r:
@@ -71,11 +56,9 @@ def measure(source: str, detector: str, seconds: float, detect_every: int = 1) -
         p = srv.vigil.pipelines["lat"]
         pipe = p.latency.values()
         snap = p.snapshot()
-    finally:
-        srv.shutdown(2.0)
-        th.join(3)
     return {"source": source, "detector": detector, "detect_every": detect_every,
             "pipeline_ms": _pct(pipe), "http_ms": _pct(http),
+            "http_samples_ms": [round(x * 1000.0, 2) for x in http],
             "source_fps": snap["capture"]["fps"], "published_fps": snap["stages"]["publish"]["fps"]}
 
 
@@ -85,10 +68,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--source", default="synthetic:crossing", help="live-paced source (default synthetic:crossing, 25 fps)")
     ap.add_argument("--detector", default="none")
+    ap.add_argument("--rounds", type=int, default=3, help="separate runs; medians of their percentiles")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    res = measure(args.source, args.detector, args.seconds)
-    out = {"benchmark": "latency", **res, "machine": machine()}
+    runs = [measure(args.source, args.detector, args.seconds) for _ in range(max(1, args.rounds))]
+
+    def med(kind: str, q: str) -> float | None:
+        vals = [r[kind][q] for r in runs if r[kind][q] is not None]
+        return round(float(np.median(vals)), 2) if vals else None
+
+    out = {"benchmark": "latency", "source": args.source, "detector": args.detector,
+           "rounds": len(runs),
+           "pipeline_ms": {q: med("pipeline_ms", q) for q in ("p50", "p95", "max")},
+           "http_ms": {q: med("http_ms", q) for q in ("p50", "p95", "max")},
+           "http_samples_ms": [x for r in runs for x in r["http_samples_ms"]],
+           "per_round": [{k: r[k] for k in ("pipeline_ms", "http_ms", "source_fps", "published_fps")}
+                         for r in runs],
+           "machine": machine()}
     emit(out, args.json)
     return 0
 

@@ -11,14 +11,12 @@ import argparse
 import json
 import subprocess
 import sys
-import threading
 import time
 from typing import Any
 
 import psutil
-import requests
 
-from bench.common import emit, machine
+from bench.common import emit, machine, serving
 
 CLIENT = r"""
 import selectors, socket, sys, time, json
@@ -91,24 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     from core.config import parse_config
-    from web.server import VigilServer
     cfg = parse_config({"server": {"host": "127.0.0.1", "port": 0, "threads": max(args.levels) + 24},
                         "cameras": [{"name": "view", "source": args.source, "detector": "none"}]})
-    srv = VigilServer(cfg)
-    srv.bind()
-    srv.start_pipelines()
-    th = threading.Thread(target=srv.run, daemon=True)
-    th.start()
-    base = srv.url.rstrip("/")
-    try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(base + "/readyz", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
+    with serving(cfg) as srv:
         # baseline: no viewers (nothing should be encoded)
         p = srv.vigil.pipelines["view"]
         e0, pub0 = p.overlay_hub.encodes, p.publish_stage.processed
@@ -121,9 +104,6 @@ def main(argv: list[str] | None = None) -> int:
         for n in args.levels:
             levels.append(run_level(srv, n, args.seconds))
             time.sleep(1.0)
-    finally:
-        srv.shutdown(2.0)
-        th.join(3)
     base_fps = levels[1]["published_fps"] if len(levels) > 1 else None
     out = {"benchmark": "viewers", "source": args.source, "levels": levels,
            "fps_ratio_max_vs_1": round(levels[-1]["published_fps"] / base_fps, 3) if base_fps else None,
