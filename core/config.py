@@ -331,6 +331,20 @@ class DefectWatchConfig(Section):
         return v
 
 
+class ClipsConfig(Section):
+    """H.264 clips around chosen events (pre-roll from memory, post-roll recorded)."""
+    enabled: bool = True
+    kinds: list[Literal["track_started", "track_ended", "zone_enter", "zone_leave", "line_crossed",
+                        "text_read", "defect_found", "part_passed", "camera_state"]] = \
+        Field(default_factory=lambda: ["defect_found", "line_crossed", "zone_enter"])
+    pre_roll_s: float = Field(2.0, ge=0, le=30)
+    post_roll_s: float = Field(3.0, ge=0, le=60)
+    max_clip_s: float = Field(30.0, ge=1, le=600)
+    max_ring_mb: float = Field(96.0, ge=1, le=4096, description="memory bound of the pre-roll ring")
+    max_mb: float = Field(1000.0, gt=0, le=1_000_000, description="disk bound of this camera's clips")
+    crf: int = Field(26, ge=0, le=51, description="x264 quality (lower is better and bigger)")
+
+
 class ReconnectConfig(Section):
     initial_backoff_s: float = Field(0.25, gt=0, le=60)
     max_backoff_s: float = Field(2.0, gt=0, le=600)
@@ -372,6 +386,7 @@ class CameraConfig(Section):
     zones: list[ZoneConfig] = Field(default_factory=list, max_length=64)
     lines: list[LineConfig] = Field(default_factory=list, max_length=64)
     defect_watch: Optional[DefectWatchConfig] = Field(None, description="factory-line defect watch for this camera")
+    clips: Optional[ClipsConfig] = Field(None, description="mp4 clips around chosen events")
 
     @field_validator("source")
     @classmethod

@@ -12,11 +12,13 @@ goes on. Only stop() ends a stage; every thread is joined with a timeout.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -26,6 +28,7 @@ from core.types import Detections, Event, EventKind, Frame, SourceState, Tracks
 from detectors.base import Detector
 from stream.analyzer import Analyzer, build_analyzer
 from stream.capture import Capture, ReconnectPolicy
+from stream.clips import ClipRecorder
 from stream.exposure import LongExposure
 from stream.overlay import StatusInfo, draw_overlay, grey_out
 from stream.slot import LatestSlot
@@ -93,6 +96,15 @@ class CameraPipeline:
         self._frames_seen = 0
         self._last_stale_publish = 0.0
         self.started_at: float | None = None
+        self._current: Frame | None = None
+        self.clips: ClipRecorder | None = None
+        self._clip_kinds: frozenset[str] = frozenset()
+        if cam.clips is not None and cam.clips.enabled:
+            c = cam.clips
+            self.clips = ClipRecorder(cam.name, Path(cfg.paths.data) / "clips", c.pre_roll_s, c.post_roll_s,
+                                      c.max_clip_s, c.max_ring_mb, c.max_mb, cfg.events.retention_days,
+                                      fps=cam.fps, crf=c.crf)
+            self._clip_kinds = frozenset(c.kinds)
 
     # ------------------------------------------------------------ lifecycle
     def _make_source(self):
@@ -119,6 +131,8 @@ class CameraPipeline:
         self.overlay_hub.close()
         self.exposure_hub.close()
         ok = self.capture.stop(max(0.1, deadline - time.monotonic()))
+        if self.clips is not None:
+            self.clips.close(max(0.1, deadline - time.monotonic()))
         for t in self._threads:
             t.join(max(0.05, deadline - time.monotonic()))
             ok = ok and not t.is_alive()
@@ -126,6 +140,12 @@ class CameraPipeline:
 
     # ------------------------------------------------------------ events
     def _emit(self, ev: Event, snapshot: bytes | None = None) -> None:
+        if self.clips is not None and ev.kind.value in self._clip_kinds and self._current is not None:
+            try:
+                name = self.clips.trigger(self._current.ts, ev.ts)
+                ev = dataclasses.replace(ev, data={**ev.data, "clip": f"/api/clips/{self.name}/{name}"})
+            except Exception:  # noqa: BLE001 - a clip never costs the event
+                log.exception("[%s] clip trigger failed", self.name)
         if self.sink is not None:
             try:
                 self.sink(ev, snapshot)
@@ -161,6 +181,7 @@ class CameraPipeline:
                 self._publish_stale()
                 continue
             self._frames_seen += 1
+            self._current = frame
             if (self._frames_seen - 1) % every == 0 and self.analyzer.has_detector:
                 self._det_slot.put(frame)
             t0 = time.perf_counter()
@@ -183,6 +204,8 @@ class CameraPipeline:
             except Exception:  # noqa: BLE001
                 self.publish_stage.errors += 1
                 log.exception("[%s] publish failed on seq %d", self.name, frame.seq)
+            if self.clips is not None:
+                self.clips.add(frame)
             self.publish_stage.record(time.perf_counter() - t1)
             self.latency.add(time.monotonic() - frame.ts)
 
@@ -244,6 +267,7 @@ class CameraPipeline:
             "viewers": {"overlay": self.overlay_hub.viewers, "exposure": self.exposure_hub.viewers},
             "tracks": len(self.latest_tracks),
             "counters": self.analyzer.counters(),
+            "clips": None if self.clips is None else self.clips.stats(),
         }
 
 

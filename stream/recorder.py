@@ -33,7 +33,7 @@ class Mp4Writer:
     def _open(self, w: int, h: int) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._container = av.open(str(self.path), mode="w")
+            self._container = av.open(str(self.path), mode="w", format="mp4")
         except (OSError, av.FFmpegError) as e:
             raise RecorderError(f"cannot create {self.path}: {e}") from None
         st = self._container.add_stream("libx264", rate=self.fps)

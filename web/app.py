@@ -13,7 +13,7 @@ import threading
 import time
 from typing import Any, Callable, Iterator
 
-from flask import Flask, Response, jsonify, redirect, render_template, request
+from flask import Flask, Response, jsonify, redirect, render_template, request, send_file
 from werkzeug.exceptions import HTTPException
 
 from web import auth
@@ -274,6 +274,16 @@ def create_app(vigil: Vigil, stop_event: threading.Event | None = None) -> Flask
         resp.headers["Cache-Control"] = "no-cache"
         resp.headers["X-Accel-Buffering"] = "no"
         return resp
+
+    @app.get("/api/clips/<camera>/<name>")
+    def api_clip(camera: str, name: str):
+        p = pipeline_or_404(camera)
+        if p is None:
+            return unknown_camera(camera)
+        path = p.clips.path(name) if p.clips is not None else None
+        if path is None:
+            return json_error(404, f"no clip {name[:80]!r} for camera {camera!r}")
+        return send_file(path, mimetype="video/mp4", conditional=True, max_age=3600)
 
     @app.get("/metrics")
     def prom_metrics():

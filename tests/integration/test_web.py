@@ -90,6 +90,19 @@ def test_line_crossings_are_stored_with_snapshots(server):
     assert info["counters"]["line gate in"] + info["counters"]["line gate out"] >= 1
     assert server.vigil.store.count(camera="belt", kind="line_crossed") >= 1
     assert requests.get(server.base + "/api/events/999999/snapshot.jpg", timeout=5).status_code == 404
+    # the crossing also started an mp4 clip (pre-roll + post-roll), linked from the event
+    clip = ev["data"]["clip"]
+    assert clip.startswith("/api/clips/belt/")
+    deadline = time.monotonic() + 10
+    r = None
+    while time.monotonic() < deadline:
+        r = requests.get(server.base + clip, timeout=5)
+        if r.status_code == 200:
+            break
+        time.sleep(0.3)
+    assert r is not None and r.status_code == 200 and r.headers["Content-Type"] == "video/mp4"
+    assert r.content[4:8] == b"ftyp"
+    assert requests.get(server.base + "/api/clips/belt/..%2Fx.mp4", timeout=5).status_code == 404
 
 
 def test_sse_delivers_an_event(server):

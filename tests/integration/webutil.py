@@ -16,7 +16,8 @@ CAMERAS = [
     {"name": "cross", "source": "synthetic:crossing", "detector": "none", "seed": 1},
     {"name": "belt", "source": "synthetic:conveyor", "detector": "motion", "seed": 2,
      "detector_params": {"warmup_frames": 40, "downscale": 2, "var_threshold": 36, "merge_distance": 16},
-     "lines": [{"name": "gate", "points": [[0.5, 0.05], [0.5, 0.95]], "normalized": True}]},
+     "lines": [{"name": "gate", "points": [[0.5, 0.05], [0.5, 0.95]], "normalized": True}],
+     "clips": {"kinds": ["line_crossed"], "pre_roll_s": 0.5, "post_roll_s": 0.5}},
 ]
 
 

@@ -86,8 +86,10 @@
     if (d.verdict) what += ` ${d.verdict}${d.serial ? " " + d.serial : ""}`;
     const snap = SNAPSHOT_KINDS.has(ev.kind) && ev.box && ev.id
       ? ` <a href="/api/events/${ev.id}/snapshot.jpg" target="_blank" rel="noopener">snapshot</a>` : "";
+    const clip = typeof d.clip === "string" && d.clip.startsWith("/api/clips/")
+      ? ` <a href="${esc(d.clip)}" target="_blank" rel="noopener">clip</a>` : "";
     li.innerHTML = `<span class="t">${esc(t)}</span><span class="k">${esc(ev.kind)}</span>` +
-      `<span class="c">${esc(ev.camera)}</span> ${esc(what)}${snap}`;
+      `<span class="c">${esc(ev.camera)}</span> ${esc(what)}${snap}${clip}`;
     eventsEl.prepend(li);
     while (eventsEl.children.length > 200) eventsEl.lastChild.remove();
   }

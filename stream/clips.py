@@ -1,0 +1,174 @@
+"""Event clips: an H.264 mp4 around chosen events, with pre-roll from a bounded ring of
+recent frames and a post-roll, written by PyAV in a background thread.
+
+The ring holds references to source frames (never copies: frames are not written to after
+capture), bounded by `pre_roll_s` and by `max_ring_mb`. An event while a clip is being
+recorded extends that clip (up to `max_clip_s`) and links to it instead of starting another.
+Disk use is bounded: after each clip the folder is trimmed to `max_mb` and `retention_days`,
+oldest first.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import queue
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core.types import Frame
+from stream.recorder import Mp4Writer, RecorderError
+
+log = logging.getLogger("vigil.clips")
+
+CLIP_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}-\d{8}T\d{6}-\d{1,12}\.mp4$")
+
+
+@dataclass
+class _Clip:
+    name: str
+    end_ts: float        # capture-clock time after which no frame is added
+    hard_end_ts: float   # max_clip_s from the first frame
+    last_seq: int
+    queue: "queue.Queue[np.ndarray | None]"
+    frames: int = 0
+
+
+class ClipRecorder:
+    def __init__(self, camera: str, folder: str | Path, pre_roll_s: float = 2.0, post_roll_s: float = 3.0,
+                 max_clip_s: float = 30.0, max_ring_mb: float = 96.0, max_mb: float = 1000.0,
+                 retention_days: float = 30.0, fps: float | None = None, crf: int = 26) -> None:
+        self.camera = camera
+        self.folder = Path(folder) / camera
+        self.pre_roll_s = float(pre_roll_s)
+        self.post_roll_s = float(post_roll_s)
+        self.max_clip_s = float(max_clip_s)
+        self.max_ring_bytes = int(max_ring_mb * 2**20)
+        self.max_bytes = int(max_mb * 2**20)
+        self.retention_s = float(retention_days) * 86400.0
+        self.fps = fps
+        self.crf = int(crf)
+        self._ring: collections.deque[Frame] = collections.deque()
+        self._ring_bytes = 0
+        self._lock = threading.Lock()
+        self._active: _Clip | None = None
+        self._threads: list[threading.Thread] = []
+        self.clips_started = 0
+        self.clips_written = 0
+        self.errors = 0
+        self.last_error: str | None = None
+
+    # ------------------------------------------------------------ per frame (process thread)
+    def add(self, frame: Frame) -> None:
+        """Every published frame: keep it in the pre-roll ring, feed an active clip."""
+        with self._lock:
+            self._ring.append(frame)
+            self._ring_bytes += frame.image.nbytes
+            while self._ring and (frame.ts - self._ring[0].ts > self.pre_roll_s
+                                  or self._ring_bytes > self.max_ring_bytes):
+                self._ring_bytes -= self._ring.popleft().image.nbytes
+            clip = self._active
+            if clip is None:
+                return
+            if frame.ts > min(clip.end_ts, clip.hard_end_ts):
+                clip.queue.put(None)
+                self._active = None
+                return
+            if frame.seq > clip.last_seq:
+                clip.queue.put(frame.image)
+                clip.last_seq = frame.seq
+                clip.frames += 1
+
+    # ------------------------------------------------------------ on an event
+    def trigger(self, frame_ts: float, wall_ts: float | None = None) -> str:
+        """Start (or extend) a clip around an event at capture time `frame_ts`; returns its
+        file name (served at /api/clips/<camera>/<name>)."""
+        with self._lock:
+            if self._active is not None:
+                self._active.end_ts = max(self._active.end_ts, frame_ts + self.post_roll_s)
+                return self._active.name
+            stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(wall_ts or time.time()))
+            name = f"{self.camera}-{stamp}-{self.clips_started}.mp4"
+            pre = list(self._ring)
+            q: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=1000)
+            start = pre[0].ts if pre else frame_ts
+            clip = _Clip(name, frame_ts + self.post_roll_s, start + self.max_clip_s,
+                         pre[-1].seq if pre else -1, q)
+            for f in pre:
+                q.put(f.image)
+                clip.frames += 1
+            self._active = clip
+            self.clips_started += 1
+        fps = self.fps or _fps_of(pre) or 25.0
+        t = threading.Thread(target=self._write, args=(clip, fps), name=f"clip-{self.camera}", daemon=True)
+        t.start()
+        self._threads = [x for x in self._threads if x.is_alive()] + [t]
+        return name
+
+    def _write(self, clip: _Clip, fps: float) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / (clip.name + ".part")
+        try:
+            with Mp4Writer(tmp, fps, crf=self.crf) as w:
+                while True:
+                    img = clip.queue.get(timeout=self.max_clip_s + self.post_roll_s + 10)
+                    if img is None:
+                        break
+                    w.write(img)
+            if w.frames:
+                tmp.replace(self.folder / clip.name)
+                self.clips_written += 1
+            else:
+                tmp.unlink(missing_ok=True)
+        except (RecorderError, OSError, queue.Empty) as e:
+            self.errors += 1
+            self.last_error = f"clip {clip.name}: {e}"
+            log.warning("[%s] %s", self.camera, self.last_error)
+            tmp.unlink(missing_ok=True)
+        finally:
+            self._trim()
+
+    def _trim(self) -> None:
+        """Keep the camera's clip folder under max_mb and retention_days (oldest first)."""
+        try:
+            files = sorted((p for p in self.folder.glob("*.mp4")), key=lambda p: p.stat().st_mtime)
+        except OSError:
+            return
+        now = time.time()
+        total = sum(p.stat().st_size for p in files)
+        for p in files:
+            if total <= self.max_bytes and now - p.stat().st_mtime <= self.retention_s:
+                break
+            total -= p.stat().st_size
+            p.unlink(missing_ok=True)
+
+    def path(self, name: str) -> Path | None:
+        if not CLIP_NAME.match(name):
+            return None
+        p = self.folder / name
+        return p if p.is_file() else None
+
+    def close(self, timeout: float = 2.0) -> None:
+        with self._lock:
+            if self._active is not None:
+                self._active.queue.put(None)
+                self._active = None
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+
+    def stats(self) -> dict:
+        return {"started": self.clips_started, "written": self.clips_written, "errors": self.errors,
+                "ring_frames": len(self._ring), "ring_mb": round(self._ring_bytes / 2**20, 1),
+                "recording": self._active is not None, "last_error": self.last_error}
+
+
+def _fps_of(frames: list[Frame]) -> float | None:
+    if len(frames) < 2:
+        return None
+    span = frames[-1].ts - frames[0].ts
+    return (len(frames) - 1) / span if span > 0 else None
