@@ -32,7 +32,7 @@ from stream.clips import ClipRecorder
 from stream.exposure import LongExposure
 from stream.overlay import StatusInfo, draw_overlay, grey_out
 from stream.slot import LatestSlot
-from stream.sources import open_source
+from stream.sources import open_source, redact_uri
 from stream.stats import LatencyRing, RateMeter
 from web.hub import FrameHub
 
@@ -252,7 +252,7 @@ class CameraPipeline:
         lat = self.latency.percentiles(50, 95)
         return {
             "name": self.name,
-            "source": _redact(self.cam.source),
+            "source": redact_uri(self.cam.source),
             "detector": self.cam.detector,
             "detect_every": self.cam.detect_every,
             "capture": self.capture.snapshot(),
@@ -269,9 +269,3 @@ class CameraPipeline:
             "counters": self.analyzer.counters(),
             "clips": None if self.clips is None else self.clips.stats(),
         }
-
-
-def _redact(uri: str) -> str:
-    """Hide passwords in camera URLs shown by the API."""
-    import re
-    return re.sub(r"(://[^:/@]+):[^@/]+@", r"\1:***@", uri)

@@ -131,7 +131,8 @@ def serve(cfg: VigilConfig, config_path: str = "config.yaml") -> int:
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
-    cams = ", ".join(f"{c.name} ({c.source})" for c in cfg.cameras if c.enabled)
+    from stream.sources import redact_uri
+    cams = ", ".join(f"{c.name} ({redact_uri(c.source)})" for c in cfg.cameras if c.enabled)
     print(f"Vigil dashboard: {server.url}  cameras: {cams}", flush=True)
     server.run()
     server._closed.wait(2.0)
