@@ -229,18 +229,11 @@ def _run_args(r: argparse.ArgumentParser) -> None:
     r.add_argument("--host", help="override server.host")
 
 
-def _quiet_ffmpeg() -> None:
-    """FFmpeg's own log lines (via PyAV) repeat what our SourceError messages say."""
-    try:
-        import av.logging
-        av.logging.set_level(av.logging.ERROR)
-    except Exception:  # noqa: BLE001 - cosmetic only
-        pass
-
-
 def main(argv: list[str] | None = None) -> int:
+    # Note: never call av.logging.set_level(): it hooks FFmpeg's log into Python logging,
+    # which deadlocks when an FFmpeg worker thread logs while another thread holds the GIL
+    # in a PyAV call (seen here: container.close() hung shutdown; PyAV issue #751).
     argv = list(sys.argv[1:] if argv is None else argv)
-    _quiet_ffmpeg()
     parser = build_parser()
     known = {"run", "check-config", "schema", "assets", "process", "eval-mot", "bench", "-h", "--help"}
     if not argv or argv[0] not in known:

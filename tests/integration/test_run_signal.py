@@ -13,7 +13,7 @@ import pytest
 import requests
 import yaml
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, SHARED_DATA
 from tests.integration.webutil import free_port
 
 
@@ -23,6 +23,9 @@ def test_run_serves_and_stops_within_two_seconds(tmp_path, sig):
     cfg = {"server": {"port": port}, "paths": {"data": str(tmp_path / "data")},
            "cameras": [{"name": "a", "source": "synthetic:crossing", "detector": "none"},
                        {"name": "b", "source": "synthetic:conveyor", "detector": "motion"}]}
+    clip = SHARED_DATA / "video" / "intel" / "car-detection.mp4"  # H.264: FFmpeg frame threads
+    if clip.is_file():  # a PyAV-decoded file too: closing it at shutdown once deadlocked
+        cfg["cameras"].append({"name": "c", "source": str(clip), "backend": "pyav", "detector": "none"})
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg))
     proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "run", "--config", str(path)],
@@ -40,7 +43,8 @@ def test_run_serves_and_stops_within_two_seconds(tmp_path, sig):
                 pass
             time.sleep(0.2)
         got = []
-        streams = [requests.get(base + f"/stream/{c}.mjpg", stream=True, timeout=10) for c in "ab"]
+        streams = [requests.get(base + f"/stream/{c['name']}.mjpg", stream=True, timeout=10)
+                   for c in cfg["cameras"]]
 
         def drain(r):
             try:
