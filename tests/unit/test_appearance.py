@@ -63,3 +63,18 @@ def test_hamming_matrix_matches_python_popcount():
     ref = np.array([[bin(int(x) ^ int(y)).count("1") for y in b] for x in a])
     assert m.shape == (7, 5) and np.array_equal(m, ref)
     assert hamming_matrix(a, a).diagonal().sum() == 0
+
+
+def test_agrees_with_imagehash_at_the_pass_order_boundary():
+    """Pillow switches to vertical-first resampling at h >= 2w - 9: random crops on both
+    sides of that boundary hash exactly as imagehash does."""
+    import imagehash
+    from PIL import Image
+
+    from trackers.appearance import dhash_crop
+    rng = np.random.default_rng(7)
+    for w in range(10, 120, 7):
+        for h in (2 * w - 10, 2 * w - 9, 2 * w - 8):
+            crop = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+            ref = int(str(imagehash.dhash(Image.fromarray(crop[:, :, ::-1].copy()))), 16)
+            assert dhash_crop(crop) == ref, (w, h)
