@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
@@ -469,13 +470,20 @@ class VigilConfig(Section):
 
 
 # ---------------------------------------------------------------- loading
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
 def format_loc(loc: tuple[Any, ...]) -> str:
+    """('cameras', 0, 'name') -> 'cameras[0].name'; odd keys (empty, spaces, dots, line
+    breaks...) are quoted so the path stays one readable line: server['a.b']."""
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        else:
+        elif _PLAIN_KEY.match(str(part)):
             out += ("." if out else "") + str(part)
+        else:
+            out += f"[{str(part)[:80]!r}]"
     return out or "(top level)"
 
 
@@ -532,6 +540,8 @@ def read_yaml(path: Path) -> Any:
         raise ConfigError(f"{where}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start})") from None
     try:
         return yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError(f"{where}: YAML nesting is too deep") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         pos = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -619,7 +619,7 @@ class EventStore:
 
     def snapshot_path(self, event_id: int) -> Path | None:
         """The JPEG file of an event, or None (no snapshot, deleted, or snapshots disabled)."""
-        if self.snapshots_dir is None:
+        if self.snapshots_dir is None or not -2**63 <= int(event_id) < 2**63:  # SQLite integer range
             return None
         rows = self._read("SELECT snapshot FROM events WHERE id = ?", (int(event_id),))
         if not rows or rows[0][0] is None:

@@ -179,6 +179,8 @@ class CameraPipeline:
             self.capture.check_stall()
             if frame is None:
                 self._publish_stale()
+                if self.capture.slot.closed:  # capture ended (FAILED/ENDED): get() returns at once
+                    self._stop.wait(0.1)
                 continue
             self._frames_seen += 1
             self._current = frame

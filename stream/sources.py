@@ -413,7 +413,7 @@ class OpenCVSource(_DecoderSource):
         codec = _fourcc_str(cap.get(cv2.CAP_PROP_FOURCC))
         if codec in _NOT_VIDEO_CODECS:
             cap.release()
-            raise self._err(f"{self.target} is not a video (FFmpeg sees {codec!r} text)")
+            raise self._err(f"not a video (FFmpeg sees {codec!r} text)")
         fps = cap.get(cv2.CAP_PROP_FPS)
         self.fps = None if self.is_live or not (0.5 <= fps <= 1000) else float(fps)
         return cap
@@ -498,13 +498,13 @@ class PyAVSource(_DecoderSource):
             raise self._err(self._describe(exc, elapsed, self.open_timeout_s, "open")) from None
         try:
             if container.format.name in _NOT_VIDEO_FORMATS:
-                raise self._err(f"{target} is not a video (FFmpeg format {container.format.name!r})")
+                raise self._err(f"not a video (FFmpeg format {container.format.name!r})")
             if not container.streams.video:
-                raise self._err(f"{target} has no video stream")
+                raise self._err("has no video stream")
             stream = container.streams.video[0]
             codec = stream.codec_context.name
             if codec in _NOT_VIDEO_CODECS:
-                raise self._err(f"{target} is not a video (FFmpeg sees {codec!r} text)")
+                raise self._err(f"not a video (FFmpeg sees {codec!r} text)")
             if not self.is_live:
                 stream.thread_type = "AUTO"   # frame threads: faster files, latency irrelevant
             rate = stream.average_rate or stream.guessed_rate

@@ -55,7 +55,9 @@ class VigilServer:
             self.app, host=s.host, port=s.port, threads=s.threads,
             channel_timeout=30, connection_limit=max(100, s.threads * 4),
             cleanup_interval=5, ident="vigil", expose_tracebacks=False,
-            outbuf_high_watermark=4 * 1024 * 1024)
+            # a stalled viewer may buffer this much before its thread blocks (an MJPEG part
+            # is ~40 KB): bounds the memory ten stalled clients can pin
+            outbuf_high_watermark=1024 * 1024)
         return self._server
 
     @property
