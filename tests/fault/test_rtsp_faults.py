@@ -15,7 +15,6 @@ from core.config import parse_config
 from core.types import SourceState
 from stream.pipeline import CameraPipeline
 from tests.fault.util import wait_until
-from tests.rtsp_fixture import rtsp_server  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.fault
 
