@@ -40,6 +40,7 @@ BENCHES = {
     "ocr": "bench.ocr",
     "overlay": "bench.overlay",
     "viewers": "bench.viewers",
+    "defects": "bench.defects",
 }
 
 

@@ -59,6 +59,7 @@ def measure(source: str, detector: str, seconds: float, detect_every: int = 1) -
     return {"source": source, "detector": detector, "detect_every": detect_every,
             "pipeline_ms": _pct(pipe), "http_ms": _pct(http),
             "http_samples_ms": [round(x * 1000.0, 2) for x in http],
+            "pipeline_samples_ms": [round(x * 1000.0, 2) for x in pipe],
             "source_fps": snap["capture"]["fps"], "published_fps": snap["stages"]["publish"]["fps"]}
 
 
@@ -82,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
            "pipeline_ms": {q: med("pipeline_ms", q) for q in ("p50", "p95", "max")},
            "http_ms": {q: med("http_ms", q) for q in ("p50", "p95", "max")},
            "http_samples_ms": [x for r in runs for x in r["http_samples_ms"]],
+           "pipeline_samples_ms": [x for r in runs for x in r["pipeline_samples_ms"]],
            "per_round": [{k: r[k] for k in ("pipeline_ms", "http_ms", "source_fps", "published_fps")}
                          for r in runs],
            "machine": machine()}

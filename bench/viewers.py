@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -85,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--levels", type=int, nargs="+", default=[1, 10, 50, 100])
     ap.add_argument("--seconds", type=float, default=6.0)
+    ap.add_argument("--repeats", type=int, default=3, help="runs per level; medians reported")
     ap.add_argument("--source", default="synthetic:crossing")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
@@ -102,8 +104,12 @@ def main(argv: list[str] | None = None) -> int:
                    "cpu_percent": round(proc.cpu_percent(None), 1),
                    "encodes": p.overlay_hub.encodes - e0}]
         for n in args.levels:
-            levels.append(run_level(srv, n, args.seconds))
-            time.sleep(1.0)
+            runs = []
+            for _ in range(max(1, args.repeats)):
+                runs.append(run_level(srv, n, args.seconds))
+                time.sleep(1.0)
+            levels.append({k: (statistics.median(r[k] for r in runs) if k != "viewers" else n)
+                           for k in runs[0]} | {"runs": len(runs)})
     base_fps = levels[1]["published_fps"] if len(levels) > 1 else None
     out = {"benchmark": "viewers", "source": args.source, "levels": levels,
            "fps_ratio_max_vs_1": round(levels[-1]["published_fps"] / base_fps, 3) if base_fps else None,

@@ -1,0 +1,69 @@
+"""A 2-minute soak of the shipped config.yaml (YOLO on the looping sample clip + the conveyor
+with its defect watch, 5 MJPEG viewers, API polled every second), through the documented
+command `python main.py bench soak`, judged after a 30 s warm-up.
+
+What 2 minutes can show: threads and open fds flat, every viewer served, the API answering (threads, fds: no growth of the floor or median; transient
+clip writers come and go),
+the cameras' fps steady (min >= 90 % of the median of 10-s intervals), RSS growth between
+the first and last judged samples under RSS_TOL_PCT (why 8 % and not the soak's 5 %: below).
+A slow leak needs the long run (`--minutes 30`, 5 %): 2 minutes cannot separate it from noise.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT, require
+
+pytestmark = pytest.mark.slow
+
+MINUTES, WARMUP_S, SAMPLE_S = 2, 30, 10
+# RSS between the first and last judged samples (30 s -> 120 s) grew 1.7 % and 4.4 % in two
+# runs on the shared 2-core box: allocator arenas (66 threads) and caches still settling; over
+# an 8-minute run the growth slows to 0.4 % in the last 2 minutes (1.9 MB/min fit after 2 min).
+# 8 % keeps that noise out and still fails a real leak: one 768x576 frame kept per second is
+# +80 MB/min, +25 % over the judged 90 s.
+RSS_TOL_PCT = 8.0
+
+
+@pytest.mark.timeout(MINUTES * 60 + 150)
+def test_soak_two_minutes(tmp_path, models_dir, samples_dir) -> None:
+    require((models_dir / "yolov3-tiny.onnx").is_file(),
+            f"{models_dir / 'yolov3-tiny.onnx'} missing: run `python main.py assets`")
+    out = tmp_path / "soak.json"
+    cmd = [sys.executable, str(ROOT / "main.py"), "bench", "soak", "--minutes", str(MINUTES),
+           "--warmup-s", str(WARMUP_S), "--sample-s", str(SAMPLE_S), "--out", str(out), "--json",
+           "--rss-tol-pct", str(RSS_TOL_PCT), "--quiet"]
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=MINUTES * 60 + 120)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"the soak did not finish (a frozen process: a deadlock holding the GIL?); "
+                    f"stderr: {(e.stderr or b'')[-2000:]!r}")
+    assert out.is_file(), f"exit {proc.returncode}, no result; stderr:\n{proc.stderr[-3000:]}"
+    res = json.loads(out.read_text())
+    assert "error" not in res, res.get("error")
+    v = res["verdicts"]
+    brief = json.dumps({k: v[k] for k in v if k != "fps"}, indent=1)
+    assert v["samples_after_warmup"] >= (MINUTES * 60 - WARMUP_S) // SAMPLE_S
+
+    assert v["threads"]["pass"], f"thread count not flat: {v['threads']}"
+    assert v["fds"]["pass"], f"open fds not flat: {v['fds']}"
+    assert v["viewers"]["pass"], f"viewers not served: {v['viewers']}; client {res['client']}"
+    assert v["api"]["pass"], f"API polls failed: {v['api']}"
+    assert v["rss"]["pass"], f"RSS grew more than {RSS_TOL_PCT} % after warm-up: {v['rss']}\n{brief}"
+    assert set(v["fps"]["cameras"]) == {"street", "conveyor"}
+    for cam, per in v["fps"]["cameras"].items():
+        # capture is paced to the source: steady whatever the load
+        assert per["source_fps"]["pass"], f"{cam} source fps unsteady: {per['source_fps']}"
+        assert per["source_fps"]["median"] > 20, f"{cam}: {per['source_fps']}"
+    for cam, per in v["fps"]["cameras"].items():
+        pub = per["published_fps"]
+        if not pub["pass"] and (v["fps"]["others_cores_max"] or 0) >= 0.5:
+            # a 2-core machine shared with other jobs: the newest-frame-only pipeline drops
+            # frames by design when others take the CPU; the dip says nothing about Vigil
+            pytest.xfail(f"{cam} published fps dipped ({pub}) while other processes used up to "
+                         f"{v['fps']['others_cores_max']} cores")
+        assert pub["pass"], f"{cam} published fps unsteady: {pub} (others' load {v['fps']})"
