@@ -113,7 +113,9 @@ class ClipRecorder:
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.folder / (clip.name + ".part")
         try:
-            with Mp4Writer(tmp, fps, crf=self.crf) as w:
+            # one encoder thread: clips are short and rare, and x264's frame threads each
+            # hold frame buffers (the soak showed +40 MB while several clips were open)
+            with Mp4Writer(tmp, fps, crf=self.crf, threads=1) as w:
                 while True:
                     img = clip.queue.get(timeout=self.max_clip_s + self.post_roll_s + 10)
                     if img is None:

@@ -19,12 +19,13 @@ class Mp4Writer:
     """Write BGR frames to an H.264 (yuv420p) mp4. Odd sizes are cropped by one pixel
     (yuv420p needs even dimensions); the size is fixed by the first frame."""
 
-    def __init__(self, path: str | Path, fps: float, crf: int = 23, preset: str = "veryfast") -> None:
+    def __init__(self, path: str | Path, fps: float, crf: int = 23, preset: str = "veryfast",
+                 threads: int = 0) -> None:
         self.path = Path(path)
         if not fps or fps <= 0:
             raise RecorderError(f"bad fps {fps!r} for {self.path}")
         self.fps = Fraction(fps).limit_denominator(1001)
-        self.crf, self.preset = crf, preset
+        self.crf, self.preset, self.threads = crf, preset, int(threads)
         self._container = None
         self._stream = None
         self.size: tuple[int, int] | None = None
@@ -40,6 +41,8 @@ class Mp4Writer:
         st.width, st.height = w, h
         st.pix_fmt = "yuv420p"
         st.options = {"crf": str(self.crf), "preset": self.preset}
+        if self.threads:  # 0: x264 picks (one frame thread per core, each with its buffers)
+            st.codec_context.thread_count = self.threads
         self._stream = st
         self.size = (w, h)
 
