@@ -548,8 +548,21 @@ SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], list[str]]]] = [
 
 
 # ------------------------------------------------------------------ render
+def sec_faults(faults: dict[str, Any]) -> list[str]:
+    """The fault suite's counts (test-artifacts/fault-summary.json, written by tests/fault)."""
+    rows = ["| test | faults injected | recovered | inputs tried | HTTP 500s | outcome |",
+            "|---|---|---|---|---|---|"]
+    for name, t in sorted((faults.get("tests") or {}).items()):
+        rows.append(f"| `{name}` | {fmt(t.get('faults_injected'))} | {fmt(t.get('recoveries'))} | "
+                    f"{fmt(t.get('inputs_tried'))} | {fmt(t.get('http_500'))} | {t.get('outcome', '—')} |")
+    tot = faults.get("totals") or {}
+    rows.append(f"| **total** | {fmt(tot.get('faults_injected'))} | {fmt(tot.get('recoveries'))} | "
+                f"{fmt(tot.get('inputs_tried'))} | {fmt(tot.get('http_500'))} | |")
+    return [f"Recorded {faults.get('updated', '?')}; the suite runs in CI (`pytest -m fault`).", "\n".join(rows)]
+
+
 def render(results_file: Path, out: Path, soak_file: Path | None = None,
-           plots_dir: Path | None = None) -> dict[str, Any]:
+           plots_dir: Path | None = None, faults_file: Path | None = None) -> dict[str, Any]:
     """Write the Markdown report (and its plots); return {"markdown": path, "plots": [paths]}."""
     data = json.loads(Path(results_file).read_text())
     soak = json.loads(Path(soak_file).read_text()) if soak_file else None
@@ -636,6 +649,13 @@ def render(results_file: Path, out: Path, soak_file: Path | None = None,
                        f"{fmt(soak.get('warmup_s'))} --sample-s {fmt(soak.get('sample_s'))} --out "
                        f"{_show(soak_file)}", report_cmd]), ""]
 
+    md += ["## Fault suite", ""]
+    if faults_file is None or not Path(faults_file).is_file():
+        md += ["not run: no fault summary given (`--faults test-artifacts/fault-summary.json`)", ""]
+    else:
+        md += sec_faults(json.loads(Path(faults_file).read_text())) + [""]
+        md += [_repro(["python -m pytest tests/fault -m fault  # writes test-artifacts/fault-summary.json"]), ""]
+
     md += ["## Reproduce everything", "",
            _repro([f"python main.py bench all{' --quick' if data.get('quick') else ''} --out {src}",
                    report_cmd]), ""]
@@ -650,11 +670,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help="Markdown file (default: FILE with a .md suffix)")
     ap.add_argument("--soak", help="soak JSON written by `main.py bench soak --out`")
     ap.add_argument("--plots-dir", help="folder for the PNGs (default: plots/ next to the Markdown)")
+    ap.add_argument("--faults", help="fault suite summary (test-artifacts/fault-summary.json)")
     a = ap.parse_args(argv)
     src = Path(a.file)
     try:
         r = render(src, Path(a.out) if a.out else src.with_suffix(".md"),
-                   Path(a.soak) if a.soak else None, Path(a.plots_dir) if a.plots_dir else None)
+                   Path(a.soak) if a.soak else None, Path(a.plots_dir) if a.plots_dir else None,
+                   Path(a.faults) if a.faults else None)
     except (OSError, json.JSONDecodeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
