@@ -82,7 +82,9 @@ class Analyzer:
         self.class_names: list[str] = list(getattr(detector, "class_names", []) or [])
         self._lock = threading.Lock()
         self.detections_total = 0
-        self.confirmed_ids: set[int] = set()
+        # distinct confirmed ids: counted from the tracker's "started" events (one per id)
+        # rather than kept in a set, so a camera running for months holds no growing state
+        self.confirmed_tracks = 0
         self._last_tracks: Tracks = Tracks.empty()
         # ids matched by a detection at the last detector update: between detector runs
         # predict() reports det_index=-1 for every track, but only these are "seen"
@@ -145,11 +147,11 @@ class Analyzer:
 
     def _after(self, tracks: Tracks, frame: Frame) -> None:
         self._last_tracks = tracks
-        self.confirmed_ids.update(int(t) for t in tracks.track_id)
+        events = self.tracker.pop_events()
+        self.confirmed_tracks += sum(1 for kind, _ in events if kind == "started")
         if self.emit is None:
-            self.tracker.pop_events()
             return
-        for kind, tid in self.tracker.pop_events():
+        for kind, tid in events:
             ev_kind = _TRACK_EVENTS.get(kind)
             if ev_kind is None:  # "lost"/"recovered": internal to re-identification
                 continue
@@ -229,7 +231,7 @@ class Analyzer:
 
     def counters(self) -> dict[str, Any]:
         out: dict[str, Any] = {"detections": self.detections_total,
-                               "confirmed_tracks": len(self.confirmed_ids)}
+                               "confirmed_tracks": self.confirmed_tracks}
         for ln in self.lines:
             c = ln.counts()
             out[f"line {ln.name} in"] = c["in"]

@@ -204,7 +204,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "seconds": round(elapsed, 3),
         "fps": round(n / elapsed, 2) if elapsed > 0 else None,
         "detections": analyzer.detections_total,
-        "tracks": len(analyzer.confirmed_ids),
+        "tracks": analyzer.confirmed_tracks,
         "stage_ms": {k: (round(float(np.median(v)) * 1000, 3) if v else None) for k, v in stage_s.items()},
         "stage_ms_total": {k: round(float(np.sum(v)) * 1000, 1) for k, v in stage_s.items()},
         "output": args.output,
