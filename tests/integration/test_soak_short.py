@@ -1,12 +1,14 @@
-"""A 2-minute soak of the shipped config.yaml (YOLO on the looping sample clip + the conveyor
+"""A short (3-minute) soak of the shipped config.yaml (YOLO on the looping sample clip + the conveyor
 with its defect watch, 5 MJPEG viewers, API polled every second), through the documented
-command `python main.py bench soak`, judged after a 30 s warm-up.
+command `python main.py bench soak`, judged after a 100 s warm-up (the defect watch learns
+its per-shape references and the clip ring fills during the first ~100 s: RSS steps up at
+~90 s and ~150 s in a 10-minute run, then stays within a few MB).
 
-What 2 minutes can show: threads and open fds flat, every viewer served, the API answering (threads, fds: no growth of the floor or median; transient
+What 3 minutes can show: threads and open fds flat, every viewer served, the API answering (threads, fds: no growth of the floor or median; transient
 clip writers come and go),
 the cameras' fps steady (min >= 90 % of the median of 10-s intervals), RSS growth between
 the first and last judged samples under RSS_TOL_PCT (why 8 % and not the soak's 5 %: below).
-A slow leak needs the long run (`--minutes 30`, 5 %): 2 minutes cannot separate it from noise.
+A slow leak needs the long run (`--minutes 30`, 5 %): 3 minutes cannot separate it from noise.
 """
 from __future__ import annotations
 
@@ -20,12 +22,11 @@ from tests.conftest import ROOT, require
 
 pytestmark = pytest.mark.slow
 
-MINUTES, WARMUP_S, SAMPLE_S = 2, 30, 10
-# RSS between the first and last judged samples (30 s -> 120 s) grew 1.7 % and 4.4 % in two
-# runs on the shared 2-core box: allocator arenas (66 threads) and caches still settling; over
-# an 8-minute run the growth slows to 0.4 % in the last 2 minutes (1.9 MB/min fit after 2 min).
+MINUTES, WARMUP_S, SAMPLE_S = 3, 100, 10
+# With a 30 s warm-up the judged window caught the start-up steps (+9.1 % in a CI run). After
+# 100 s a 10-minute run with 2 malloc arenas stayed within 477..497 MB (+4 % at most).
 # 8 % keeps that noise out and still fails a real leak: one 768x576 frame kept per second is
-# +80 MB/min, +25 % over the judged 90 s.
+# +80 MB/min, +20 % over the judged 80 s.
 RSS_TOL_PCT = 8.0
 
 
