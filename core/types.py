@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["Frame", "Detections", "Tracks", "Event", "EventKind", "SourceState"]
+__all__ = ["Frame", "Detections", "Tracks", "Event", "EventKind", "SourceState", "json_default"]
 
 
 class SourceState(str, enum.Enum):
@@ -323,3 +323,14 @@ class Event:
             "box": list(self.box) if self.box else None, "data": dict(self.data),
             "frame_seq": self.frame_seq,
         }
+
+
+def json_default(o: Any) -> Any:
+    """`json.dumps(default=...)` for event data: numpy scalars/arrays, sets and tuples."""
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (set, frozenset, tuple)):
+        return list(o)
+    return str(o)

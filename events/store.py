@@ -48,7 +48,7 @@ from typing import Any, Iterable, Optional
 
 import numpy as np
 
-from core.types import Event, EventKind
+from core.types import Event, EventKind, json_default
 
 __all__ = ["EventStore", "EventStoreError", "EventStoreClosed", "EventStoreFull"]
 
@@ -89,16 +89,6 @@ class EventStoreClosed(EventStoreError):
 
 class EventStoreFull(EventStoreError):
     """The write queue is full (the disk cannot keep up); the event was not stored."""
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, (set, frozenset, tuple)):
-        return list(o)
-    return str(o)
 
 
 class _Item:
@@ -361,7 +351,7 @@ class EventStore:
         b = ev.box if ev.box is not None else (None, None, None, None)
         return (ev.id, float(ev.ts), ev.camera, ev.kind.value, None if ev.track_id is None else int(ev.track_id),
                 ev.label, b[0], b[1], b[2], b[3],
-                json.dumps(dict(ev.data), default=_json_default, separators=(",", ":")),
+                json.dumps(dict(ev.data), default=json_default, separators=(",", ":")),
                 None if ev.frame_seq is None else int(ev.frame_seq))
 
     def _snapshot_rel(self, row_id: int) -> str:

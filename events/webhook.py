@@ -25,25 +25,14 @@ import urllib.error
 import urllib.request
 from typing import Any, Iterable, Mapping, Optional
 
-import numpy as np
 
-from core.types import Event, EventKind
+from core.types import Event, EventKind, json_default
 
 __all__ = ["WebhookSink"]
 
 log = logging.getLogger("vigil.events.webhook")
 
 _RETRY_STATUS = frozenset({408, 429})
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, (set, frozenset, tuple)):
-        return list(o)
-    return str(o)
 
 
 class WebhookSink:
@@ -176,7 +165,7 @@ class WebhookSink:
             return None, f"{type(reason).__name__}: {reason}"
 
     def _deliver(self, ev: Event) -> None:
-        body = json.dumps(ev.to_dict(), default=_json_default, separators=(",", ":")).encode()
+        body = json.dumps(ev.to_dict(), default=json_default, separators=(",", ":")).encode()
         delay = self.backoff_initial_s
         attempt = 0
         while True:
