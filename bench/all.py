@@ -15,7 +15,6 @@ measured there (load average 4-7.5).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -68,15 +67,7 @@ def git_commit(root: Path = ROOT) -> str | None:
 
 
 def _bench_command(name: str) -> list[str]:
-    """`main.py bench NAME` when main.py knows NAME, else `-m bench.NAME` (same module, same main)."""
-    try:
-        import main as cli  # the repository's main.py (ROOT is on sys.path)
-        known = name in getattr(cli, "BENCHES", {})
-    except Exception:  # noqa: BLE001 - fall back to the module form
-        known = False
-    if known:
-        return [sys.executable, str(ROOT / "main.py"), "bench", name]
-    return [sys.executable, "-m", f"bench.{name}"]
+    return [sys.executable, str(ROOT / "main.py"), "bench", name]
 
 
 def parse_json_output(stdout: str) -> dict[str, Any] | None:
@@ -176,37 +167,3 @@ def run_all(names: list[str], quick: bool, timeout_s: float, log=None) -> dict[s
     out["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     out["total_seconds"] = round(sum(out["seconds"].values()), 1)
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="main.py bench all", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="bench/results/latest.json", help="result file (JSON)")
-    ap.add_argument("--quick", action="store_true", help="small sizes: about 4 minutes in all")
-    ap.add_argument("--only", nargs="+", choices=list(PLAN), help="run only these benchmarks")
-    ap.add_argument("--skip", nargs="+", choices=list(PLAN), default=[], help="leave these out")
-    ap.add_argument("--timeout", type=float, default=900.0,
-                    help="seconds before one benchmark is killed (default 900)")
-    ap.add_argument("--json", action="store_true", help="also print the collected JSON on stdout")
-    args = ap.parse_args(argv)
-    if not 10 <= args.timeout <= 7200:
-        ap.error("--timeout must be in 10..7200 seconds")
-    names = [n for n in (args.only or list(PLAN)) if n not in args.skip]
-
-    def log(msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
-
-    res = run_all(names, args.quick, args.timeout, log)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=1) + "\n")
-    failed = [n for n, r in res["results"].items() if "error" in r]
-    log(f"wrote {out} ({res['total_seconds']:.0f} s; "
-        f"{len(failed)} failed{': ' + ', '.join(failed) if failed else ''})")
-    if args.json:
-        print(json.dumps(res))
-    return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

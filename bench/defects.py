@@ -1,6 +1,6 @@
 """Defect watch on the synthetic conveyor, scored against its ground truth.
 
-    python -m bench.defects --json [--seeds 0 1 2] [--frames 1300] [--speed 240]
+    python main.py bench defects --json [--seeds 0 1 2] [--frames 1300] [--speed 240]
 
 Pipeline per frame: ConveyorScene.render -> MotionDetector -> Tracker -> DefectWatch, and
 ConveyorEvaluator.observe(scene.truth(i)). Per seed: part count against the true crossings,
@@ -15,8 +15,6 @@ slow model (history 10000) learned from the belt at start-up (prefill=False) is 
 """
 from __future__ import annotations
 
-import argparse
-import json
 import platform
 import statistics
 import sys
@@ -95,23 +93,24 @@ def evaluate_conveyor(seed: int = 0, frames: int = 1300, scene: dict[str, Any] |
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--frames", type=int, default=1300)
-    ap.add_argument("--speed", type=float, default=SCENE_DEFAULTS["speed"])
-    ap.add_argument("--json", action="store_true", help="print one JSON object (default)")
-    a = ap.parse_args(argv)
-    runs = [evaluate_conveyor(s, a.frames, scene={"speed": a.speed}) for s in a.seeds]
+def benchmark(seeds: list[int] = (0, 1, 2), frames: int = 1300,
+              speed: float | None = None) -> dict[str, Any]:
+    """The defect watch on synthetic:conveyor, one run per seed, against the scene's truth."""
+    seeds = list(seeds)
+    speed = SCENE_DEFAULTS["speed"] if speed is None else speed
+    runs = [evaluate_conveyor(s, frames, scene={"speed": speed}) for s in seeds]
 
-    def agg(key: str, src: str | None = None) -> dict[str, float]:
-        vals = [float((r[src] if src else r)[key]) for r in runs]
+    def agg(key: str, src: str | None = None) -> dict[str, float | None]:
+        # None where a run had nothing to measure (no part reached the line in a short run)
+        vals = [float(v) for r in runs if (v := (r[src] if src else r)[key]) is not None]
+        if not vals:
+            return {"median": None, "min": None}
         return {"median": round(statistics.median(vals), 4), "min": round(min(vals), 4)}
 
     rec, base_rec = agg("defect_recall"), agg("defect_recall", "baseline_dhash")
     result = {
-        "bench": "defects", "python": platform.python_version(), "frames": a.frames,
-        "speed_px_s": a.speed, "seeds": a.seeds,
+        "bench": "defects", "python": platform.python_version(), "frames": frames,
+        "speed_px_s": speed, "seeds": seeds,
         "count_exact_all": all(r["count_exact"] for r in runs),
         "defect_precision": agg("defect_precision"), "defect_recall": rec,
         "label_read_rate": agg("label_read_rate"),
@@ -120,13 +119,8 @@ def main(argv: list[str] | None = None) -> int:
                            "defect_recall": base_rec},
         # None when the baseline finds nothing (a ratio to 0 says nothing)
         "recall_ratio_vs_baseline": (round(rec["median"] / base_rec["median"], 2)
-                                     if base_rec["median"] > 0 else None),
+                                     if rec["median"] is not None and base_rec["median"] else None),
         "part_ms_median": agg("part_ms_median"),
         "runs": runs,
     }
-    print(json.dumps(result))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return result

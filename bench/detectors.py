@@ -1,7 +1,7 @@
 """Detector speed on real frames: YOLOv3-tiny on ONNX Runtime vs cv2.dnn (same run), every
 other registered detector, and Tesseract line OCR (tesserocr vs pytesseract when present).
 
-    python -m bench.detectors --json [--frames 30] [--threads 1 2]
+    python main.py bench detectors --json [--frames 30] [--threads 1 2]
 
 Frames are vtest.avi (PETS09 S2L1, 768x576) at native size, spread over the clip (the
 slower non-YOLO detectors use a subset of --other-frames of them). Every
@@ -11,7 +11,6 @@ thread count; "by_threads" holds all. yolo_ratio = yolo_ort_ms / yolo_cv2_ms (go
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -243,23 +242,3 @@ def run(frames_n: int, threads: list[int], other_frames: int = 10) -> dict[str, 
         cv2.setNumThreads(old)
     result.update(result["by_threads"][str(threads[0])])
     return result
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="bench.detectors", description=__doc__.split("\n")[0])
-    ap.add_argument("--json", action="store_true", help="print one compact JSON object")
-    ap.add_argument("--frames", type=int, default=30, help="frames to time (default 30)")
-    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2],
-                    help="thread counts to run (default: 1 2)")
-    ap.add_argument("--other-frames", type=int, default=10,
-                    help="frames for the slower non-YOLO detectors (default 10)")
-    args = ap.parse_args(argv)
-    if args.frames < 3 or args.other_frames < 3 or any(t < 1 or t > 64 for t in args.threads):
-        ap.error("--frames/--other-frames must be >= 3 and --threads values in 1..64")
-    result = run(args.frames, args.threads, args.other_frames)
-    print(json.dumps(result) if args.json else json.dumps(result, indent=2))
-    return 1 if "error" in result else 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))

@@ -6,14 +6,13 @@ http     : capture ts (X-Capture-Ts header, monotonic clock) -> arrival of the M
 """
 from __future__ import annotations
 
-import argparse
 import time
 from typing import Any
 
 import numpy as np
 import requests
 
-from bench.common import emit, machine, serving
+from bench.common import machine, serving
 
 
 def _pct(xs: list[float]) -> dict[str, float | None]:
@@ -63,22 +62,16 @@ def measure(source: str, detector: str, seconds: float, detect_every: int = 1) -
             "source_fps": snap["capture"]["fps"], "published_fps": snap["stages"]["publish"]["fps"]}
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="main.py bench latency", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seconds", type=float, default=8.0)
-    ap.add_argument("--source", default="synthetic:crossing", help="live-paced source (default synthetic:crossing, 25 fps)")
-    ap.add_argument("--detector", default="none")
-    ap.add_argument("--rounds", type=int, default=3, help="separate runs; medians of their percentiles")
-    ap.add_argument("--json", action="store_true")
-    args = ap.parse_args(argv)
-    runs = [measure(args.source, args.detector, args.seconds) for _ in range(max(1, args.rounds))]
+def benchmark(source: str = "synthetic:crossing", detector: str = "none", seconds: float = 8.0,
+              rounds: int = 3) -> dict[str, Any]:
+    """`rounds` separate live runs; medians of their percentiles, and every sample."""
+    runs = [measure(source, detector, seconds) for _ in range(max(1, rounds))]
 
     def med(kind: str, q: str) -> float | None:
         vals = [r[kind][q] for r in runs if r[kind][q] is not None]
         return round(float(np.median(vals)), 2) if vals else None
 
-    out = {"benchmark": "latency", "source": args.source, "detector": args.detector,
+    out = {"benchmark": "latency", "source": source, "detector": detector,
            "rounds": len(runs),
            "pipeline_ms": {q: med("pipeline_ms", q) for q in ("p50", "p95", "max")},
            "http_ms": {q: med("http_ms", q) for q in ("p50", "p95", "max")},
@@ -87,9 +80,4 @@ def main(argv: list[str] | None = None) -> int:
            "per_round": [{k: r[k] for k in ("pipeline_ms", "http_ms", "source_fps", "published_fps")}
                          for r in runs],
            "machine": machine()}
-    emit(out, args.json)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return out

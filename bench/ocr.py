@@ -1,7 +1,7 @@
 """Text pipeline speed: Tesseract per line (tesserocr, one reused API) against its baselines,
 DBNet box detection per 768x576 frame, and the whole detect+read pipeline.
 
-    python -m bench.ocr --json [--repeats 5] [--threads 2]
+    python main.py bench ocr --json [--repeats 5] [--threads 2]
 
 Lines are the 13 DBNet line boxes of imageTextN.png, cut out and prepared exactly as the
 text detector does (deskew crop, gray, 40 px high). Per-line figures are medians over all
@@ -16,8 +16,6 @@ DBNet frames: vtest.avi (768x576 street scene, few text boxes) and imageTextN.pn
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import shutil
 import sys
@@ -188,21 +186,3 @@ def run(repeats: int, threads: int) -> dict[str, Any]:
         cv2.setNumThreads(old)
     result["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)  # a shared machine skews ms
     return result
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="bench.ocr", description=__doc__.split("\n")[0])
-    ap.add_argument("--json", action="store_true", help="print one compact JSON object")
-    ap.add_argument("--repeats", type=int, default=5, help="runs per item (default 5)")
-    ap.add_argument("--threads", type=int, default=2,
-                    help="cv2 / ONNX Runtime intra-op threads (default 2)")
-    args = ap.parse_args(argv)
-    if not 1 <= args.repeats <= 100 or not 1 <= args.threads <= 64:
-        ap.error("--repeats must be in 1..100 and --threads in 1..64")
-    result = run(args.repeats, args.threads)
-    print(json.dumps(result) if args.json else json.dumps(result, indent=2))
-    return 1 if "error" in result else 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))

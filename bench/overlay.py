@@ -4,12 +4,10 @@ Prints one JSON object: median ms per draw for several variants, each also as a 
 bare `image.copy()` measured in the same run (the copy the publisher makes anyway), plus the
 median of `--repeats` independent runs so one noisy run does not decide the number.
 
-    .venv/bin/python -m bench.overlay --json
+    python main.py bench overlay --json
 """
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import sys
 import time
@@ -84,19 +82,14 @@ def run_once(n_tracks: int, frames: int) -> dict[str, float]:
     return res
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--json", action="store_true", help="print one JSON object (default anyway)")
-    ap.add_argument("--tracks", type=int, default=10)
-    ap.add_argument("--frames", type=int, default=300, help="draws per variant per run")
-    ap.add_argument("--repeats", type=int, default=5, help="independent runs; medians reported")
-    args = ap.parse_args(argv)
-    runs = [run_once(args.tracks, args.frames) for _ in range(max(1, args.repeats))]
+def benchmark(tracks: int = 10, frames: int = 300, repeats: int = 5) -> dict:
+    """Each overlay variant drawn `frames` times per run, `repeats` runs; medians reported."""
+    runs = [run_once(tracks, frames) for _ in range(max(1, repeats))]
     med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     copy = med["copy_ms"]
     out = {
-        "bench": "overlay", "width": W, "height": H, "tracks": args.tracks,
-        "frames_per_run": args.frames, "repeats": len(runs),
+        "bench": "overlay", "width": W, "height": H, "tracks": tracks,
+        "frames_per_run": frames, "repeats": len(runs),
         "median_ms": {k: round(v, 4) for k, v in med.items()},
         # the draw itself, excluding the copy (each *_ms above includes its own copy)
         "draw_only_ms": {k: round(v - copy, 4) for k, v in med.items() if k != "copy_ms"},
@@ -104,9 +97,4 @@ def main(argv: list[str] | None = None) -> int:
         "sprite_cache_speedup": round((med["tracks_puttext_ms"] - copy) / (med["tracks_ms"] - copy), 2),
         "runs": [{k: round(v, 4) for k, v in r.items()} for r in runs],
     }
-    print(json.dumps(out))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return out

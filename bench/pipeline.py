@@ -11,7 +11,6 @@ pipeline's throughput is reported separately (`threaded_fps`, frames dropped).
 """
 from __future__ import annotations
 
-import argparse
 import threading
 import time
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from bench.common import data_path, emit, machine, median
+from bench.common import data_path, machine, median
 
 
 def _frames(path: str, n: int) -> list[np.ndarray]:
@@ -149,28 +148,22 @@ def run_threaded(path: str, seconds: float) -> dict[str, Any]:
             "dropped": d1 - d0}
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="main.py bench pipeline", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--frames", type=int, default=200, help="frames per round (default 200)")
-    ap.add_argument("--rounds", type=int, default=5, help="alternating rounds (default 5); medians reported")
-    ap.add_argument("--threaded-seconds", type=float, default=4.0)
-    ap.add_argument("--json", action="store_true", help="one JSON line (default: indented)")
-    args = ap.parse_args(argv)
+def benchmark(frames: int = 200, rounds: int = 5, threaded_seconds: float = 4.0) -> dict[str, Any]:
+    """Bare loop vs pipeline (detector none) vs pipeline with tracks, alternating rounds."""
     cv2.setNumThreads(1)
     path = str(data_path("video/opencv/vtest.avi"))
     run_bare(path, 20), run_pipeline(path, 20)  # warm-up: codecs, caches
     bare, pipe, tracked = [], [], []
-    for _ in range(args.rounds):
-        bare.append(run_bare(path, args.frames))
-        pipe.append(run_pipeline(path, args.frames))
-        tracked.append(run_pipeline(path, args.frames, with_tracks=True))
+    for _ in range(rounds):
+        bare.append(run_bare(path, frames))
+        pipe.append(run_pipeline(path, frames))
+        tracked.append(run_pipeline(path, frames, with_tracks=True))
     ratios = [p["ms"] / b["ms"] for p, b in zip(pipe, bare)]
     ratios_tracked = [p["ms"] / b["ms"] for p, b in zip(tracked, bare)]
     out: dict[str, Any] = {
         "benchmark": "pipeline",
         "input": "vtest.avi 768x576",
-        "frames": args.frames, "rounds": args.rounds,
+        "frames": frames, "rounds": rounds,
         "bare_ms": round(median(b["ms"] for b in bare), 3),
         "pipeline_ms": round(median(p["ms"] for p in pipe), 3),
         "ratio": round(median(ratios), 3),
@@ -184,11 +177,6 @@ def main(argv: list[str] | None = None) -> int:
         "tracked_ratio": round(median(ratios_tracked), 3),
         "tracked_stage_ms": {k[:-3]: round(median(p[k] for p in tracked), 3) for k in tracked[0] if k.endswith("_ms")},
     }
-    out.update(run_threaded(path, args.threaded_seconds))
+    out.update(run_threaded(path, threaded_seconds))
     out["machine"] = machine()
-    emit(out, args.json)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return out

@@ -10,11 +10,9 @@ is missing shows "n/a" with the reason, never a made-up number.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
-import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -661,28 +659,3 @@ def render(results_file: Path, out: Path, soak_file: Path | None = None,
                    report_cmd]), ""]
     out.write_text("\n".join(md))
     return {"markdown": str(out), "plots": [str(p) for p in plots]}
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="main.py bench report", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("file", help="results JSON written by `main.py bench all`")
-    ap.add_argument("--out", help="Markdown file (default: FILE with a .md suffix)")
-    ap.add_argument("--soak", help="soak JSON written by `main.py bench soak --out`")
-    ap.add_argument("--plots-dir", help="folder for the PNGs (default: plots/ next to the Markdown)")
-    ap.add_argument("--faults", help="fault suite summary (test-artifacts/fault-summary.json)")
-    a = ap.parse_args(argv)
-    src = Path(a.file)
-    try:
-        r = render(src, Path(a.out) if a.out else src.with_suffix(".md"),
-                   Path(a.soak) if a.soak else None, Path(a.plots_dir) if a.plots_dir else None,
-                   Path(a.faults) if a.faults else None)
-    except (OSError, json.JSONDecodeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(f"wrote {r['markdown']} and {len(r['plots'])} plots", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

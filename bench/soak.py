@@ -28,9 +28,7 @@ Prints one JSON object (series + verdicts); exit code 0 when every verdict passe
 """
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -42,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import ROOT, emit, machine
+from bench.common import machine
 
 VIEWER_PATHS = ("/stream/{a}.mjpg", "/stream/{b}.mjpg", "/stream/{a}.mjpg",
                 "/exposure/{a}.mjpg", "/stream/{b}.mjpg")
@@ -380,48 +378,3 @@ def run(config: str, minutes: float, warmup_s: float, sample_s: float, *,
         out["error"] = err
         out["verdicts"]["pass"] = False
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="main.py bench soak", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--minutes", type=float, default=30.0, help="total run time, warm-up included (default 30)")
-    ap.add_argument("--warmup-s", type=float, default=120.0, help="samples before this are not judged (default 120)")
-    ap.add_argument("--sample-s", type=float, default=10.0, help="sampling period (default 10)")
-    ap.add_argument("--config", default=str(ROOT / "config.yaml"), help="config file (default: config.yaml)")
-    ap.add_argument("--viewers", type=int, default=5, help="MJPEG viewers in the client process (default 5)")
-    ap.add_argument("--rss-tol-pct", type=float, default=5.0)
-    ap.add_argument("--threads-tol", type=int, default=2)
-    ap.add_argument("--fds-tol", type=int, default=4)
-    ap.add_argument("--fps-tol", type=float, default=0.10, help="fraction (default 0.10)")
-    ap.add_argument("--out", help="also write the JSON here")
-    ap.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-    ap.add_argument("--json", action="store_true", help="one JSON line (default: indented)")
-    a = ap.parse_args(argv)
-    if not 0.25 <= a.minutes <= 24 * 60:
-        ap.error("--minutes must be in 0.25..1440")
-    if not 1.0 <= a.sample_s <= 600 or not 0 <= a.warmup_s < a.minutes * 60:
-        ap.error("--sample-s must be in 1..600 and --warmup-s in 0..(minutes x 60)")
-    if a.warmup_s + 2 * a.sample_s > a.minutes * 60:
-        ap.error("fewer than 2 samples would follow the warm-up: raise --minutes or lower --warmup-s/--sample-s")
-    if not 1 <= a.viewers <= 64:
-        ap.error("--viewers must be in 1..64")
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from core.config import ConfigError
-    log = None if a.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
-    try:
-        res = run(a.config, a.minutes, a.warmup_s, a.sample_s, viewers=a.viewers, log=log,
-                  rss_tol_pct=a.rss_tol_pct, threads_tol=a.threads_tol, fds_tol=a.fds_tol,
-                  fps_tol=a.fps_tol)
-    except ConfigError as e:
-        print(str(e), file=sys.stderr)
-        return 2
-    if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(json.dumps(res, indent=1) + "\n")
-    emit(res, a.json)
-    return 0 if res["verdicts"].get("pass") else 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -8,18 +8,14 @@ vtest.avi (the same footage), decoded into memory first, so the time is tracking
 Each measurement is repeated (--repeats, alternating which tracker runs first) and the
 median is reported. Output: one JSON object on stdout (--json) or a short table.
 
-    python -m bench.tracker --json        (also: python main.py bench tracker --json)
+    python main.py bench tracker --json
 """
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import statistics
-import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -28,8 +24,6 @@ from core.types import Detections
 from trackers.mot import iter_frames, read_mot
 from trackers.tracker import Tracker
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = Path(os.environ.get("VIGIL_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
 def _load_sequences(mot_dir: Path) -> dict[str, list[Detections]]:
@@ -128,30 +122,3 @@ def run(data: Path, repeats: int = 5, dhash_frames: int = 300) -> dict[str, Any]
     else:
         out.update({"dhash_hz": None, "dhash_skipped": f"{video} or {det} not found"})
     return out
-
-
-def main(argv: Sequence[str] | None = None, prog: str = "main.py bench tracker") -> int:
-    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
-    ap.add_argument("--json", action="store_true", help="print one JSON object")
-    ap.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (median reported)")
-    ap.add_argument("--dhash-frames", type=int, default=300, help="vtest frames decoded for the dHash run")
-    ap.add_argument("--data", default=str(DEFAULT_DATA), help="shared data folder (default ../shared/data)")
-    args = ap.parse_args(list(argv) if argv is not None else None)
-    if args.repeats < 1 or args.dhash_frames < 1:
-        print(f"{prog}: error: --repeats and --dhash-frames must be >= 1", file=sys.stderr)
-        return 2
-    try:
-        res = run(Path(args.data), args.repeats, args.dhash_frames)
-    except (OSError, ValueError) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps(res))
-    else:
-        for k, v in res.items():
-            print(f"{k:>22}: {v}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:], prog="python -m bench.tracker"))

@@ -7,7 +7,6 @@ server CPU or compete for the server's GIL.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import subprocess
@@ -17,7 +16,7 @@ from typing import Any
 
 import psutil
 
-from bench.common import emit, machine, serving
+from bench.common import machine, serving
 
 CLIENT = r"""
 import selectors, socket, sys, time, json
@@ -81,42 +80,32 @@ def run_level(srv, n: int, seconds: float) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="main.py bench viewers", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--levels", type=int, nargs="+", default=[1, 10, 50, 100])
-    ap.add_argument("--seconds", type=float, default=6.0)
-    ap.add_argument("--repeats", type=int, default=3, help="runs per level; medians reported")
-    ap.add_argument("--source", default="synthetic:crossing")
-    ap.add_argument("--json", action="store_true")
-    args = ap.parse_args(argv)
+def benchmark(levels: list[int] = (1, 10, 50, 100), seconds: float = 6.0, repeats: int = 3,
+              source: str = "synthetic:crossing") -> dict[str, Any]:
+    """Published fps, server CPU and encodes per frame at each number of viewers (medians)."""
+    levels_in = list(levels)
     from core.config import parse_config
-    cfg = parse_config({"server": {"host": "127.0.0.1", "port": 0, "threads": max(args.levels) + 24},
-                        "cameras": [{"name": "view", "source": args.source, "detector": "none"}]})
+    cfg = parse_config({"server": {"host": "127.0.0.1", "port": 0, "threads": max(levels_in) + 24},
+                        "cameras": [{"name": "view", "source": source, "detector": "none"}]})
     with serving(cfg) as srv:
         # baseline: no viewers (nothing should be encoded)
         p = srv.vigil.pipelines["view"]
         e0, pub0 = p.overlay_hub.encodes, p.publish_stage.processed
         proc = psutil.Process()
         proc.cpu_percent(None)
-        time.sleep(args.seconds / 2)
-        levels = [{"viewers": 0, "published_fps": round((p.publish_stage.processed - pub0) / (args.seconds / 2), 2),
+        time.sleep(seconds / 2)
+        levels = [{"viewers": 0, "published_fps": round((p.publish_stage.processed - pub0) / (seconds / 2), 2),
                    "cpu_percent": round(proc.cpu_percent(None), 1),
                    "encodes": p.overlay_hub.encodes - e0}]
-        for n in args.levels:
+        for n in levels_in:
             runs = []
-            for _ in range(max(1, args.repeats)):
-                runs.append(run_level(srv, n, args.seconds))
+            for _ in range(max(1, repeats)):
+                runs.append(run_level(srv, n, seconds))
                 time.sleep(1.0)
             levels.append({k: (statistics.median(r[k] for r in runs) if k != "viewers" else n)
                            for k in runs[0]} | {"runs": len(runs)})
     base_fps = levels[1]["published_fps"] if len(levels) > 1 else None
-    out = {"benchmark": "viewers", "source": args.source, "levels": levels,
+    out = {"benchmark": "viewers", "source": source, "levels": levels,
            "fps_ratio_max_vs_1": round(levels[-1]["published_fps"] / base_fps, 3) if base_fps else None,
            "machine": machine()}
-    emit(out, args.json)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return out

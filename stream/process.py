@@ -6,11 +6,10 @@ detector and tracker, to an annotated H.264 mp4, MOTChallenge tracks and a JSON 
 """
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,24 +20,19 @@ log = logging.getLogger("vigil.process")
 SYNTHETIC_DEFAULT_FRAMES = 750
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="main.py process",
-        description="Process INPUT offline: read every frame (no drops), run detector and tracker, "
-                    "optionally write an annotated H.264 mp4 and MOTChallenge tracks, print a summary.")
-    p.add_argument("input", help="any source URI: file, sample:NAME, synthetic:NAME, rtsp://, http://, webcam index")
-    p.add_argument("--config", default="config.yaml",
-                   help="config file for detector/tracker settings (default: config.yaml if present)")
-    p.add_argument("--detector", help="detector name (none, haar, hog, yolo, text, motion); default: the first camera's")
-    p.add_argument("--every-n", type=int, default=None, help="run the detector on every Nth frame (default 1)")
-    p.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
-    p.add_argument("--output", help="annotated H.264 mp4 to write")
-    p.add_argument("--tracks", help="MOTChallenge tracks file to write (frame,id,x,y,w,h,score,-1,-1,-1)")
-    p.add_argument("--backend", choices=["auto", "opencv", "pyav"], default="auto")
-    p.add_argument("--seed", type=int, default=None, help="seed for synthetic: sources")
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return p
+@dataclass(frozen=True)
+class ProcessOptions:
+    """What `main.py process` was asked to do (parsed and range-checked by the CLI)."""
+    input: str
+    config: str = "config.yaml"
+    detector: str | None = None
+    every_n: int = 1
+    max_frames: int | None = None
+    output: str | None = None
+    tracks: str | None = None
+    backend: str = "auto"
+    seed: int | None = None
+    progress: bool = True
 
 
 class _Progress:
@@ -74,7 +68,7 @@ class _Progress:
             sys.stderr.write("\n")
 
 
-def _load_cfg(args: argparse.Namespace):
+def _load_cfg(args: ProcessOptions):
     from core.config import ConfigError, load_config, parse_config
     path = Path(args.config)
     if path.is_file():
@@ -93,7 +87,7 @@ def _load_cfg(args: argparse.Namespace):
     if same:
         cam.update({k: base[k] for k in ("detector_params", "zones", "lines", "defect_watch", "gate")})
     cam.update(name="process", source=args.input, detector=args.detector or base["detector"],
-               detect_every=args.every_n or 1, loop=False)
+               detect_every=args.every_n, loop=False)
     if args.detector and args.detector != base["detector"]:
         cam.pop("detector_params", None)
     if not same or not args.input.startswith("synthetic:"):
@@ -110,7 +104,8 @@ def _load_cfg(args: argparse.Namespace):
         raise ConfigError(msg.replace("cameras[0].detector", "--detector")) from None
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: ProcessOptions) -> dict[str, Any]:
+    """Process every frame of args.input; returns the JSON summary."""
     from core.types import Frame
     from stream.analyzer import build_analyzer
     from stream.overlay import draw_overlay
@@ -138,7 +133,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     writer = Mp4Writer(args.output, fps) if args.output else None
     rows: list[np.ndarray] = []
     stage_s = {"decode": [], "detect": [], "track": [], "draw": [], "encode": []}
-    progress = _Progress(not args.no_progress and not args.json, max_frames)
+    progress = _Progress(args.progress, max_frames)
     every = cam.detect_every
     n = 0
     t_start = time.perf_counter()
@@ -217,32 +212,3 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                           "defect_recall", "label_read_rate") if k in ev})
         summary["defect_eval"] = ev
     return summary
-
-
-def main(argv: list[str]) -> int:
-    from core.config import ConfigError
-    from detectors.base import DetectorError
-    from stream.recorder import RecorderError
-    from stream.sources import SourceError
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        summary = run(args)
-    except ConfigError as e:
-        print(str(e), file=sys.stderr)
-        return 2
-    except (SourceError, DetectorError, RecorderError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        print(f"{summary['frames']} frames in {summary['seconds']} s ({summary['fps']} fps), "
-              f"{summary['detections']} detections, {summary['tracks']} tracks", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

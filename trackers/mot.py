@@ -7,32 +7,27 @@ Scoring loads ground truth and tracker output through the same `motmetrics.io.lo
 (it shifts boxes by one pixel; doing it to both sides keeps IoU honest) and matches at
 IoU >= 0.5, as py-motmetrics' own MOTChallenge tests do.
 
-CLI (also `python main.py eval-mot ...`):
-    python -m trackers.mot --det DET.txt --gt GT.txt [--video CLIP] [--appearance on|off] [--json]
-    python -m trackers.mot --tracks TRACKS.txt --gt GT.txt [--json]
+The command line is `python main.py eval-mot` (see main.py); `evaluate()` is what it runs.
 """
 from __future__ import annotations
 
-import argparse
 import configparser
-import json
 import math
 import os
-import sys
 import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
 import numpy as np
 
 from core.types import Detections
-from trackers.tracker import Tracker, TrackerParams
+from trackers.tracker import Tracker
 
 __all__ = ["read_mot", "write_mot", "iter_frames", "run_on_mot", "score_files", "MotRun",
-           "eval_main", "seqinfo"]
+           "evaluate", "seqinfo", "track_summary"]
 
 
 # ---------------------------------------------------------------------------- files
@@ -216,131 +211,55 @@ def track_summary(rows: np.ndarray) -> dict[str, float]:
             "mean_track_length": float(counts.mean())}
 
 
-# ---------------------------------------------------------------------------- CLI
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # usage + message on stderr, exit 2, no traceback
-        self.print_usage(sys.stderr)
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
-        raise SystemExit(2)
+# ---------------------------------------------------------------------------- evaluation
+def evaluate(*, det: str | None = None, tracks: str | None = None, gt: str | None = None,
+             video: str | None = None, appearance: bool = True, fps: float | None = None,
+             iou: float = 0.5, out: str | None = None,
+             params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`main.py eval-mot`: track `det` (or take `tracks`) and score against `gt` when given.
 
-
-def _param(text: str) -> tuple[str, Any]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    k, v = text.split("=", 1)
-    names = {f.name: f.type for f in TrackerParams.__dataclass_fields__.values()}
-    if k not in names:
-        raise argparse.ArgumentTypeError(f"unknown tracker parameter {k!r} (known: {', '.join(names)})")
-    default = getattr(TrackerParams(), k)
-    try:
-        if isinstance(default, bool):
-            val: Any = v.lower() in ("1", "true", "on", "yes")
-        else:
-            val = type(default)(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"bad value for {k}: {v!r}") from None
-    return k, val
-
-
-def build_parser(prog: str = "main.py eval-mot") -> argparse.ArgumentParser:
-    ap = _Parser(
-        prog=prog,
-        description="Run Vigil's tracker on a MOTChallenge detection file and score it against "
-                    "ground truth with py-motmetrics (IoU 0.5), or score an existing tracker output.",
-        epilog="examples:\n"
-               "  %(prog)s --det MOT15/TUD-Stadtmitte/det/det.txt --gt MOT15/TUD-Stadtmitte/gt/gt.txt\n"
-               "  %(prog)s --det MOT15/PETS09-S2L1/det/det.txt --video vtest.avi --appearance on --json\n"
-               "  %(prog)s --tracks out.txt --gt gt.txt --json",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    src = ap.add_mutually_exclusive_group(required=True)
-    src.add_argument("--det", metavar="DET.txt", help="MOTChallenge detection file to track")
-    src.add_argument("--tracks", metavar="FILE", help="existing tracker output to score (no tracking)")
-    ap.add_argument("--gt", metavar="GT.txt", help="ground truth; without it only track statistics are printed")
-    ap.add_argument("--video", metavar="CLIP", help="the sequence's video: det frame N is clip frame N-1 "
-                    "(gives dHash its crops)")
-    ap.add_argument("--appearance", choices=["on", "off"], default="on",
-                    help="use dHash appearance when frames are available (default on)")
-    ap.add_argument("--fps", type=float, default=None,
-                    help="frame rate for timestamps (default: the clip's, else seqinfo.ini frameRate, else 25)")
-    ap.add_argument("--iou", type=float, default=0.5, help="IoU threshold for a match when scoring (default 0.5)")
-    ap.add_argument("--out", metavar="FILE", help="write the tracker output here (MOTChallenge format)")
-    ap.add_argument("--param", "-p", action="append", type=_param, default=[], metavar="KEY=VALUE",
-                    help="override a tracker parameter, e.g. -p max_age_s=2 (repeatable)")
-    ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    return ap
-
-
-def _print_table(res: dict[str, Any]) -> None:
-    keys = ["mota", "idf1", "id_switches", "fp", "fn", "mt", "ml", "ids", "mean_track_length", "hz"]
-    for k in keys:
-        if k in res:
-            v = res[k]
-            print(f"{k:>18}: {v:.4f}" if isinstance(v, float) else f"{k:>18}: {v}")
-
-
-def eval_main(argv: Sequence[str] | None = None, prog: str = "main.py eval-mot") -> int:
-    ap = build_parser(prog)
-    args = ap.parse_args(list(argv) if argv is not None else None)
-    for name in ("det", "tracks", "gt", "video"):
-        path = getattr(args, name)
+    Raises ValueError for inputs that cannot be used (missing files, bad tracker parameters)
+    and OSError for files that cannot be read or written."""
+    if (det is None) == (tracks is None):
+        raise ValueError("give exactly one of det (to track) or tracks (to score)")
+    for name, path in (("det", det), ("tracks", tracks), ("gt", gt), ("video", video)):
         if path is not None and not Path(path).is_file():
-            print(f"{prog}: error: --{name} file not found: {path}", file=sys.stderr)
-            return 2
-    if args.tracks and not args.gt:
-        print(f"{prog}: error: --tracks needs --gt", file=sys.stderr)
-        return 2
-    if args.fps is not None and not args.fps > 0:
-        print(f"{prog}: error: --fps must be positive", file=sys.stderr)
-        return 2
+            raise ValueError(f"--{name} file not found: {path}")
+    if tracks is not None and gt is None:
+        raise ValueError("--tracks needs --gt")
+    res: dict[str, Any] = {}
+    if tracks is not None:
+        res.update(score_files(gt, tracks, iou))
+        res.update(track_summary(read_mot(tracks)))
+        return res
+    kw = dict(params or {})
+    kw.setdefault("appearance", appearance)
     try:
-        res: dict[str, Any] = {}
-        if args.det:
-            params = dict(args.param)
-            params.setdefault("appearance", args.appearance == "on")
-            try:
-                tracker = Tracker(**params)
-            except (TypeError, ValueError) as exc:
-                print(f"{prog}: error: {exc}", file=sys.stderr)
-                return 2
-            info = seqinfo(args.det)
-            fps = args.fps
-            if fps is None and args.video:
-                fps = video_fps(args.video) or None
-            if fps is None and info.get("framerate"):
-                fps = float(info["framerate"])
-            fps = fps or 25.0
-            det_rows = read_mot(args.det)
-            last = int(info["seqlength"]) if info.get("seqlength", "").isdigit() else None
-            run = run_on_mot(det_rows, fps, tracker, video=args.video, last_frame=last)
-            out_path = args.out
-            tmp = None
-            if out_path is None:
-                fd, tmp = tempfile.mkstemp(prefix="vigil_mot_", suffix=".txt")
-                os.close(fd)
-                out_path = tmp
-            try:
-                write_mot(out_path, run.rows)
-                if args.gt:
-                    res.update(score_files(args.gt, out_path, args.iou))
-            finally:
-                if tmp is not None:
-                    os.unlink(tmp)
-            res.update(track_summary(run.rows))
-            res.update({"hz": run.hz, "updates": run.updates, "fps": fps,
-                        "appearance": bool(tracker.params.appearance and args.video is not None),
-                        "reidentified": run.stats.get("reidentified", 0)})
-        else:
-            res.update(score_files(args.gt, args.tracks, args.iou))
-            res.update(track_summary(read_mot(args.tracks)))
-    except (OSError, ValueError) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps(res))
-    else:
-        _print_table(res)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(eval_main(sys.argv[1:], prog="python -m trackers.mot"))
+        tracker = Tracker(**kw)
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None
+    info = seqinfo(det)
+    if fps is None and video:
+        fps = video_fps(video) or None
+    if fps is None and info.get("framerate"):
+        fps = float(info["framerate"])
+    fps = fps or 25.0
+    last = int(info["seqlength"]) if info.get("seqlength", "").isdigit() else None
+    run = run_on_mot(read_mot(det), fps, tracker, video=video, last_frame=last)
+    out_path, tmp = out, None
+    if out_path is None:
+        fd, tmp = tempfile.mkstemp(prefix="vigil_mot_", suffix=".txt")
+        os.close(fd)
+        out_path = tmp
+    try:
+        write_mot(out_path, run.rows)
+        if gt:
+            res.update(score_files(gt, out_path, iou))
+    finally:
+        if tmp is not None:
+            os.unlink(tmp)
+    res.update(track_summary(run.rows))
+    res.update({"hz": run.hz, "updates": run.updates, "fps": fps,
+                "appearance": bool(tracker.params.appearance and video is not None),
+                "reidentified": run.stats.get("reidentified", 0)})
+    return res

@@ -16,10 +16,57 @@ def cli(*args, cwd=ROOT, timeout=300):
                           text=True, cwd=cwd, timeout=timeout)
 
 
-@pytest.mark.parametrize("sub", ["run", "check-config", "schema", "assets", "bench"])
+BENCH_NAMES = ["pipeline", "latency", "viewers", "detectors", "tracker", "ocr", "overlay",
+               "defects", "all", "report", "soak"]
+
+
+@pytest.mark.parametrize("sub", ["run", "check-config", "schema", "assets", "process", "eval-mot",
+                                 "bench", *(f"bench {n}" for n in BENCH_NAMES)])
 def test_help_is_useful(sub):
-    out = cli(sub, "--help")
-    assert out.returncode == 0 and "usage:" in out.stdout and len(out.stdout) > 80
+    out = cli(*sub.split(), "--help")
+    assert out.returncode == 0 and "usage:" in out.stdout and len(out.stdout) > 80, out.stderr
+
+
+def test_bench_subcommands_are_the_benchmark_list():
+    """Every benchmark `bench all` runs has its own parser in main.py, and nothing else is listed."""
+    import main
+    from bench.all import PLAN
+    p = main.build_parser()
+    bench = next(a for a in p._subparsers._group_actions[0].choices["bench"]._actions
+                 if a.dest == "bench")
+    assert set(bench.choices) == set(PLAN) | {"all", "report", "soak"} == set(BENCH_NAMES)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["process", "synthetic:crossing", "--every-n", "0"], "--every-n: must be >= 1"),
+    (["process", "synthetic:crossing", "--max-frames", "0"], "--max-frames: must be >= 1"),
+    (["process", "--max-frames", "-1", "synthetic:crossing"], "--max-frames: must be >= 1"),
+    (["bench", "overlay", "--frames", "0"], "--frames: must be >= 1"),
+    (["bench", "soak", "--minutes", "1", "--warmup-s", "60"], "--warmup-s"),
+    (["bench", "nosuch"], "invalid choice: 'nosuch'"),
+])
+def test_bad_values_are_usage_errors(args, needle):
+    out = cli(*args, timeout=60)
+    assert out.returncode == 2 and needle in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+def test_options_before_positionals():
+    """Options parse in any order (the old REMAINDER forwarding refused options first)."""
+    out = cli("process", "--max-frames", "5", "--detector", "none", "--json", "synthetic:crossing",
+              timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert '"frames": 5' in out.stdout
+
+
+def test_assets_says_when_the_onnx_conversion_fails(models_dir, samples_dir, tmp_path):
+    m = tmp_path / "models"
+    shutil.copytree(models_dir, m)
+    (m / "yolov3-tiny.onnx").unlink()
+    (m / "yolov3-tiny.onnx").mkdir()  # the conversion cannot write its output
+    out = cli("assets", "--models", str(m), "--samples", str(samples_dir))
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "yolov3-tiny.onnx: converting YOLOv3-tiny from Darknet to ONNX failed" in out.stderr
+    assert "Traceback" not in out.stderr
 
 
 def test_assets_check_and_repair(models_dir, samples_dir, tmp_path):

@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from bench import report  # noqa: E402
+import main as cli  # noqa: E402
 from bench.all import parse_json_output  # noqa: E402
 from bench.soak import verdicts  # noqa: E402
 
@@ -101,7 +101,7 @@ def test_report_tables_and_plots(tmp_path: Path) -> None:
     soak = tmp_path / "soak.json"
     soak.write_text(json.dumps(_soak()))
     out = tmp_path / "docs" / "BENCHMARKS.md"
-    assert report.main([str(res), "--out", str(out), "--soak", str(soak)]) == 0
+    assert cli.main(["bench", "report", str(res), "--out", str(out), "--soak", str(soak)]) == 0
     md = out.read_text()
 
     goals = {r[0]: r for r in _table_rows(md, "## Goals")}
@@ -139,7 +139,7 @@ def test_report_tables_and_plots(tmp_path: Path) -> None:
 def test_report_without_soak_and_default_out(tmp_path: Path) -> None:
     res = tmp_path / "r.json"
     res.write_text(json.dumps({"machine": MACHINE, "results": {}}))
-    assert report.main([str(res)]) == 0
+    assert cli.main(["bench", "report", str(res)]) == 0
     md = (tmp_path / "r.md").read_text()
     assert md.count("not run:") >= 9  # eight benchmarks and the soak
     assert "n/a" in md and "pass" not in _table_rows(md, "## Goals")[0][3]

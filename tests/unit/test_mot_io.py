@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trackers.mot import eval_main, iter_frames, read_mot, run_on_mot, write_mot
+from trackers.mot import evaluate, iter_frames, read_mot, run_on_mot, write_mot
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,28 +50,48 @@ def test_run_on_mot_outputs_rows():
     assert set(run.rows[:, 1].tolist()) == {1.0}
 
 
-def test_cli_errors_exit_2(tmp_path, capsys):
-    assert eval_main(["--det", str(tmp_path / "missing.txt")]) == 2
-    assert "not found" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as e:
-        eval_main([])
-    assert e.value.code == 2
+def eval_mot(*args: str) -> subprocess.CompletedProcess:
+    """`python main.py eval-mot ARGS` as a user types it."""
+    return subprocess.run([sys.executable, str(ROOT / "main.py"), "eval-mot", *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+
+def test_cli_errors_exit_2(tmp_path):
+    r = eval_mot("--det", str(tmp_path / "missing.txt"))
+    assert r.returncode == 2 and "not found" in r.stderr and "Traceback" not in r.stderr
+    r = eval_mot()
+    assert r.returncode == 2 and "one of the arguments --det --tracks is required" in r.stderr
     p = tmp_path / "d.txt"
     p.write_text("1,-1,0,0,10,20,0.9,-1,-1,-1\n")
-    with pytest.raises(SystemExit) as e:
-        eval_main(["--det", str(p), "-p", "bogus=1"])
-    assert e.value.code == 2
-    assert eval_main(["--det", str(p), "-p", "iou_gate=5"]) == 2
+    r = eval_mot("--det", str(p), "-p", "bogus=1")
+    assert r.returncode == 2 and "unknown tracker parameter 'bogus'" in r.stderr
+    r = eval_mot("--det", str(p), "-p", "iou_gate=5")
+    assert r.returncode == 2 and "iou_gate" in r.stderr and "Traceback" not in r.stderr
+    r = eval_mot("--tracks", str(p))
+    assert r.returncode == 2 and "--tracks needs --gt" in r.stderr
+    for bad in (["--fps", "0"], ["--iou", "1.5"], ["--iou", "x"]):
+        r = eval_mot("--det", str(p), *bad)
+        assert r.returncode == 2 and bad[0] in r.stderr, (bad, r.stderr)
 
 
-def test_cli_json_without_gt(tmp_path):
+def test_evaluate_rejects_unusable_inputs(tmp_path):
+    with pytest.raises(ValueError, match="exactly one"):
+        evaluate()
+    with pytest.raises(ValueError, match="not found"):
+        evaluate(det=str(tmp_path / "missing.txt"))
+
+
+def test_cli_json_without_gt_options_in_any_order(tmp_path):
     p = tmp_path / "d.txt"
     p.write_text("".join(f"{f},-1,{10 + f},10,20,40,0.9,-1,-1,-1\n" for f in range(1, 8)))
-    r = subprocess.run([sys.executable, "-m", "trackers.mot", "--det", str(p), "--json"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    out = json.loads(r.stdout)
-    assert out["ids"] == 1 and out["hz"] > 0
-    h = subprocess.run([sys.executable, "-m", "trackers.mot", "--help"], cwd=ROOT,
-                       capture_output=True, text=True, timeout=60)
-    assert h.returncode == 0 and "--appearance" in h.stdout
+    for args in (["--det", str(p), "--json"], ["--json", "--det", str(p)],
+                 ["--appearance", "off", "--json", "--det", str(p)]):
+        r = eval_mot(*args)
+        assert r.returncode == 0, (args, r.stderr)
+        out = json.loads(r.stdout)
+        assert out["ids"] == 1 and out["hz"] > 0
+    h = eval_mot("--help")
+    assert h.returncode == 0
+    for opt in ("--det", "--tracks", "--gt", "--video", "--appearance", "--fps", "--iou", "--out",
+                "--param", "--json"):
+        assert opt in h.stdout, opt
