@@ -171,7 +171,7 @@ def _asset_dirs(args: argparse.Namespace) -> tuple[Path, Path]:
 
 
 def cmd_assets(args: argparse.Namespace) -> int:
-    from core import assets
+    from tools import assets
     models, samples = _asset_dirs(args)
     if args.check:
         status = assets.check(models, samples)
@@ -200,7 +200,7 @@ def cmd_process(args: argparse.Namespace) -> int:
     from detectors.base import DetectorError
     from stream.process import ProcessOptions, run
     from stream.recorder import RecorderError
-    from stream.sources import SourceError
+    from stream.errors import SourceError
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     opts = ProcessOptions(input=args.input, config=args.config, detector=args.detector,
                           every_n=args.every_n, max_frames=args.max_frames, output=args.output,

@@ -16,6 +16,9 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
                       model_validator)
 
+from core.scenes import coerce_params
+from core.uri import parse_uri
+
 
 __all__ = ["VigilConfig", "ConfigError", "load_config", "parse_config", "format_loc"]
 
@@ -392,9 +395,7 @@ class CameraConfig(Section):
     @field_validator("source")
     @classmethod
     def _source(cls, v: str) -> str:
-        # The URI grammar (and synthetic scene parameters) belong to stream/sources.py; the
-        # schema borrows its parser (syntax only, nothing is opened) so a bad URI fails here.
-        from stream.sources import parse_uri
+        # the URI grammar (core/uri.py) checks syntax only; nothing is opened here
         parsed = parse_uri(v)
         if parsed.kind == "file" and not Path(str(parsed.target)).is_file():
             raise ValueError(f"video file not found: {parsed.target}")
@@ -403,8 +404,6 @@ class CameraConfig(Section):
     @model_validator(mode="after")
     def _names(self) -> "CameraConfig":
         if self.synthetic:
-            from stream.sources import parse_uri
-            from stream.synthetic import coerce_params
             parsed = parse_uri(self.source)
             if parsed.kind != "synthetic":
                 raise ValueError("synthetic: scene parameters are only for synthetic: sources")

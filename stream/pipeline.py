@@ -32,7 +32,8 @@ from stream.clips import ClipRecorder
 from stream.exposure import LongExposure
 from stream.overlay import StatusInfo, draw_overlay, grey_out
 from stream.slot import LatestSlot
-from stream.sources import open_source, redact_uri
+from core.uri import redact_uri
+from stream.sources import open_source
 from stream.stats import LatencyRing, RateMeter
 from web.hub import FrameHub
 

@@ -110,7 +110,8 @@ def run(args: ProcessOptions) -> dict[str, Any]:
     from stream.analyzer import build_analyzer
     from stream.overlay import draw_overlay
     from stream.recorder import Mp4Writer
-    from stream.sources import SourceError, open_source
+    from stream.errors import SourceError
+    from stream.sources import open_source
     from trackers.mot import write_mot
 
     cfg = _load_cfg(args)

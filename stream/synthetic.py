@@ -29,8 +29,11 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
+from core.scenes import coerce_params
+from stream.errors import SourceError
+
 __all__ = ["FrameTruth", "Scene", "ConveyorScene", "CrossingScene", "SyntheticSource",
-           "SCENES", "PARAM_BOUNDS", "make_scene", "coerce_params"]
+           "make_scene"]
 
 
 @dataclass
@@ -67,108 +70,10 @@ class FrameTruth:
 
 
 # ----------------------------------------------------------------------------- parameters
-
-SCENES: dict[str, dict[str, Any]] = {
-    "conveyor": {
-        "width": 768, "height": 432, "fps": 25.0,
-        "speed": 120.0,            # belt and part speed, px/s
-        "spacing": 80.0,           # minimum free belt between two parts, px (gaps vary +0..50 %)
-        "defect_rate": 0.2,        # share of defective parts
-        "shapes": "flange,bracket,nut",
-        "noise": 2.5,              # sensor noise sigma, grey levels (0 = off)
-        "lighting_drift": 0.04,    # amplitude of the slow global brightness change (0.04 = +-4 %)
-        "lighting_period": 20.0,   # s
-        "serial_start": 1,         # serial number of part 0
-        "prefill": True,           # frame 0 already shows a full belt
-        "frames": 0,               # frames a SyntheticSource yields (0 = endless)
-    },
-    "crossing": {
-        "width": 768, "height": 432, "fps": 25.0,
-        "objects": 5,              # objects on screen at once (one per lane)
-        "speed_min": 60.0, "speed_max": 180.0,   # px/s
-        "size_min": 44, "size_max": 90,          # px
-        "curvature": 0.15,         # max sideways bow of a path, fraction of its length
-        "occluder": True,          # static vertical bar in front of everything
-        "occluder_x": 0.5,         # bar centre, fraction of width
-        "occluder_width": 36,      # px
-        "pause_max": 1.5,          # s between two traversals of a lane
-        "noise": 2.0,
-        "lighting_drift": 0.0,
-        "lighting_period": 20.0,
-        "frames": 0,
-    },
-}
-
-# Inclusive bounds for numeric parameters (the config schema reuses them).
-PARAM_BOUNDS: dict[str, dict[str, tuple[float, float]]] = {
-    "conveyor": {
-        "width": (320, 3840), "height": (200, 2160), "fps": (1.0, 120.0),
-        "speed": (5.0, 2000.0), "spacing": (4.0, 2000.0), "defect_rate": (0.0, 1.0),
-        "noise": (0.0, 40.0), "lighting_drift": (0.0, 0.5), "lighting_period": (0.5, 3600.0),
-        "serial_start": (0, 9999), "frames": (0, 10**9),
-    },
-    "crossing": {
-        "width": (160, 3840), "height": (120, 2160), "fps": (1.0, 120.0),
-        "objects": (1, 32), "speed_min": (1.0, 2000.0), "speed_max": (1.0, 2000.0),
-        "size_min": (8, 400), "size_max": (8, 400), "curvature": (0.0, 0.5),
-        "occluder_x": (0.0, 1.0), "occluder_width": (1, 400), "pause_max": (0.0, 60.0),
-        "noise": (0.0, 40.0), "lighting_drift": (0.0, 0.5), "lighting_period": (0.5, 3600.0),
-        "frames": (0, 10**9),
-    },
-}
+# Defaults and bounds: core/scenes.py (one model per scene, shared with the config schema).
 
 PART_SHAPES = ("flange", "bracket", "nut")
 DEFECT_KINDS = ("scratch", "missing_hole", "stain")
-
-
-def _to_bool(name: str, v: Any) -> bool:
-    if isinstance(v, bool):
-        return v
-    if isinstance(v, (int, np.integer)) and v in (0, 1):
-        return bool(v)
-    if isinstance(v, str) and v.strip().lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-        return v.strip().lower() in ("1", "true", "yes", "on")
-    raise ValueError(f"parameter {name!r} must be a boolean, got {v!r}")
-
-
-def coerce_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
-    """Defaults of scene `name` updated with `params` (strings from a URI query are converted
-    to the default's type). Unknown scene or parameter, wrong type or out of bounds: ValueError
-    naming it."""
-    if name not in SCENES:
-        raise ValueError(f"unknown synthetic scene {name!r} (known: {', '.join(sorted(SCENES))})")
-    defaults = SCENES[name]
-    bounds = PARAM_BOUNDS[name]
-    out = dict(defaults)
-    for key, value in params.items():
-        if key not in defaults:
-            raise ValueError(f"unknown parameter {key!r} for synthetic scene {name!r} "
-                             f"(known: {', '.join(sorted(defaults))})")
-        d = defaults[key]
-        try:
-            if isinstance(d, bool):
-                v: Any = _to_bool(key, value)
-            elif isinstance(d, int):
-                fv = float(value)
-                if not fv.is_integer():
-                    raise ValueError
-                v = int(fv)
-            elif isinstance(d, float):
-                v = float(value)
-                if not math.isfinite(v):
-                    raise ValueError
-            else:
-                v = ",".join(value) if isinstance(value, (list, tuple)) else str(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"parameter {key!r} of synthetic scene {name!r} has a bad value "
-                             f"{value!r} (expected {type(d).__name__})") from None
-        if key in bounds:
-            lo, hi = bounds[key]
-            if not lo <= v <= hi:
-                raise ValueError(f"parameter {key!r} of synthetic scene {name!r} = {v} is out of "
-                                 f"bounds [{lo}, {hi}]")
-        out[key] = v
-    return out
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -902,7 +807,6 @@ class SyntheticSource:
         self._open = True
 
     def read(self) -> np.ndarray | None:
-        from stream.sources import SourceError  # local: sources imports this module
         if not self._open:
             raise SourceError(f"{self.uri}: read() before open() or after close()")
         if self.frames and self.index >= self.frames:

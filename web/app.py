@@ -19,7 +19,7 @@ from werkzeug.exceptions import HTTPException
 from web import auth
 from web.hub import FrameHub, mjpeg_content_type, mjpeg_parts
 from web.metrics import Metrics
-from web.runtime import Vigil
+from runtime.vigil import Vigil
 
 log = logging.getLogger("vigil.web")
 

@@ -18,7 +18,7 @@ from waitress.server import create_server
 
 from core.config import VigilConfig
 from web.app import create_app
-from web.runtime import Vigil
+from runtime.vigil import Vigil
 
 log = logging.getLogger("vigil.server")
 
@@ -133,7 +133,7 @@ def serve(cfg: VigilConfig, config_path: str = "config.yaml") -> int:
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
-    from stream.sources import redact_uri
+    from core.uri import redact_uri
     cams = ", ".join(f"{c.name} ({redact_uri(c.source)})" for c in cfg.cameras if c.enabled)
     print(f"Vigil dashboard: {server.url}  cameras: {cams}", flush=True)
     server.run()

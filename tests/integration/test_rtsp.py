@@ -7,7 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from stream.sources import SourceError, open_source
+from stream.errors import SourceError
+from stream.sources import open_source
 
 BACKENDS = ["pyav", "opencv"]
 

@@ -6,7 +6,8 @@ import time
 import numpy as np
 import pytest
 
-from stream.sources import SourceError, open_source
+from stream.errors import SourceError
+from stream.sources import open_source
 from tests.conftest import data_file
 
 BACKENDS = ["opencv", "pyav"]

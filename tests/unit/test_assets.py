@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from core import assets
+from tools import assets
 
 
 @pytest.fixture

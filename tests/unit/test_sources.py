@@ -9,8 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from stream.sources import (OpenCVSource, PyAVSource, SourceError, VideoSource, open_source,
-                            parse_uri, redact_uri)
+from core.uri import parse_uri, redact_uri
+from stream.errors import SourceError
+from stream.sources import OpenCVSource, PyAVSource, VideoSource, open_source
 from stream.synthetic import SyntheticSource
 
 BACKENDS = ["opencv", "pyav"]

@@ -6,8 +6,10 @@ import time
 import numpy as np
 import pytest
 
-from stream.synthetic import (DEFECT_KINDS, PARAM_BOUNDS, PART_SHAPES, SCENES, FrameTruth,
-                              SyntheticSource, make_scene)
+from core.scenes import SCENE_PARAMS, coerce_params
+from stream.synthetic import DEFECT_KINDS, PART_SHAPES, FrameTruth, SyntheticSource, make_scene
+
+SCENES = sorted(SCENE_PARAMS)
 
 CLEAN = {"noise": 0.0, "lighting_drift": 0.0}
 
@@ -68,21 +70,19 @@ def test_bad_names_and_params(name):
         make_scene("belt")
     with pytest.raises(ValueError, match="unknown parameter 'colour'"):
         make_scene(name, colour=1)
-    key = "fps"
-    lo, hi = PARAM_BOUNDS[name][key]
-    with pytest.raises(ValueError, match="'fps'.*out of bounds"):
-        make_scene(name, fps=hi + 1)
+    with pytest.raises(ValueError, match=r"'fps'.*out of bounds \[1.0, 120.0\]"):
+        make_scene(name, fps=121)
     with pytest.raises(ValueError, match="'width'"):
         make_scene(name, width="wide")
     with pytest.raises(ValueError, match="frame index"):
         make_scene(name).render(-1)
 
 
-def test_every_bounded_param_has_a_default():
-    for name, bounds in PARAM_BOUNDS.items():
-        assert set(bounds) <= set(SCENES[name]), name
-        for key, (lo, hi) in bounds.items():
-            assert lo <= SCENES[name][key] <= hi, (name, key)
+def test_defaults_are_valid_and_uri_strings_convert():
+    for name, model in SCENE_PARAMS.items():
+        model()  # validate_default: every default within its own bounds
+        p = coerce_params(name, {"fps": "30", "noise": "0", "frames": "12"})
+        assert p["fps"] == 30.0 and p["noise"] == 0.0 and p["frames"] == 12
 
 
 @pytest.mark.parametrize("name", sorted(SCENES))

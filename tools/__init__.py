@@ -1,0 +1,1 @@
+"""Tools around the product: fetching model and sample assets."""
