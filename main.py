@@ -473,16 +473,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--source", help="override the first camera's source URI (e.g. 0, rtsp://..., sample:bikes)")
     r.add_argument("--port", type=int, help="override server.port")
     r.add_argument("--host", help="override server.host")
-    r.set_defaults(func=cmd_run)
+    r.set_defaults(func=cmd_run, parser=r)
 
     c = sub.add_parser("check-config", help="validate a config file without starting anything",
                        description="Validate PATH; print `ok` and exit 0, or print what is wrong and exit 2.")
     c.add_argument("path", help="config file (YAML)")
-    c.set_defaults(func=cmd_check_config)
+    c.set_defaults(func=cmd_check_config, parser=c)
 
     s = sub.add_parser("schema", help="print the JSON schema of the config file",
                        description="Print the JSON schema of the config file (types, bounds, defaults).")
-    s.set_defaults(func=cmd_schema)
+    s.set_defaults(func=cmd_schema, parser=s)
 
     a = sub.add_parser("assets", help="download and verify models and sample clips",
                        description="Fetch the YOLOv3-tiny Darknet files, the DBNet text model and the "
@@ -492,7 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--config", default="config.yaml", help="read paths.models/paths.samples from this config")
     a.add_argument("--models", help="model folder (default: paths.models or ./models)")
     a.add_argument("--samples", help="sample folder (default: paths.samples or ./samples)")
-    a.set_defaults(func=cmd_assets)
+    a.set_defaults(func=cmd_assets, parser=a)
 
     pr = sub.add_parser("process", help="process a source offline (every frame) to mp4 / MOT tracks / JSON",
                         description="Process INPUT offline: read every frame (no drops), run detector and "
@@ -512,7 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--seed", type=_number(int, 0), default=None, help="seed for synthetic: sources")
     pr.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     pr.add_argument("--no-progress", action="store_true", help="no progress bar")
-    pr.set_defaults(func=cmd_process)
+    pr.set_defaults(func=cmd_process, parser=pr)
 
     e = sub.add_parser(
         "eval-mot", help="score the tracker on MOTChallenge files",
@@ -539,7 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--param", "-p", action="append", type=_tracker_param, default=[], metavar="KEY=VALUE",
                    help="override a tracker parameter, e.g. -p max_age_s=2 (repeatable)")
     e.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    e.set_defaults(func=cmd_eval_mot)
+    e.set_defaults(func=cmd_eval_mot, parser=e)
 
     b = sub.add_parser("bench", help="run a benchmark; each prints one JSON object",
                        description="Benchmarks under bench/, each printing one JSON object. "
@@ -556,7 +556,9 @@ def main(argv: list[str] | None = None) -> int:
     setup_environment()
     if not argv or argv[0] not in (*COMMANDS, "-h", "--help"):
         argv = ["run", *argv]
-    args = build_parser().parse_args(argv)
+    args, extra = build_parser().parse_known_args(argv)
+    if extra:  # named by the subcommand's own usage, not the top-level one
+        args.parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
     except KeyboardInterrupt:
