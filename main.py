@@ -174,7 +174,7 @@ def cmd_assets(args: argparse.Namespace) -> int:
     from tools import assets
     models, samples = _asset_dirs(args)
     if args.check:
-        status = assets.check(models, samples)
+        status = assets.check_all(models, samples)
         for k, v in status.items():
             print(f"{v:10s} {k}")
         return EXIT_FAIL if any(v != "ok" for v in status.values()) else EXIT_OK
@@ -232,7 +232,7 @@ def cmd_eval_mot(args: argparse.Namespace) -> int:
         print(f"main.py eval-mot: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     if args.json:
-        print(json.dumps(res))
+        print(json.dumps(res, allow_nan=False))
     else:
         for k in ("mota", "idf1", "id_switches", "fp", "fn", "mt", "ml", "ids",
                   "mean_track_length", "hz"):

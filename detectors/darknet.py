@@ -684,3 +684,20 @@ def ensure_tiny_onnx(models_dir: Path) -> Path:
     d = Path(models_dir)
     return ensure_onnx(d / "yolov3-tiny.cfg", d / "yolov3-tiny.weights", d / "yolov3-tiny.onnx",
                        d / "coco.names")
+
+
+def tiny_onnx_status(models_dir: Path) -> str:
+    """"ok" when models/yolov3-tiny.onnx is readable and was converted, by this converter's
+    format, from exactly the Darknet files beside it; else "missing", "unreadable" or "stale"."""
+    d = Path(models_dir)
+    out = d / "yolov3-tiny.onnx"
+    if not out.is_file():
+        return "missing"
+    try:
+        read_metadata(out)
+    except DarknetError:
+        return "unreadable"
+    inputs = [d / "yolov3-tiny.cfg", d / "yolov3-tiny.weights", d / "coco.names"]
+    if not all(p.is_file() for p in inputs) or not _is_fresh(out, *inputs):
+        return "stale"
+    return "ok"

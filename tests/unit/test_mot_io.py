@@ -95,3 +95,16 @@ def test_cli_json_without_gt_options_in_any_order(tmp_path):
     for opt in ("--det", "--tracks", "--gt", "--video", "--appearance", "--fps", "--iou", "--out",
                 "--param", "--json"):
         assert opt in h.stdout, opt
+
+
+def test_undefined_metrics_are_null_not_nan(tmp_path):
+    """A ground truth that yields no boxes: MOTA/IDF1 are undefined; the JSON says null."""
+    det = tmp_path / "d.txt"
+    det.write_text("".join(f"{f},-1,{10 + f},10,20,40,0.9,-1,-1,-1\n" for f in range(1, 8)))
+    gt = tmp_path / "gt.txt"
+    gt.write_text("1,1,10,10,20,40,0,1,1\n")  # consider-flag 0: no ground-truth box counts
+    r = eval_mot("--det", str(det), "--gt", str(gt), "--json")
+    assert r.returncode == 0, r.stderr
+    assert "NaN" not in r.stdout and "Infinity" not in r.stdout
+    out = json.loads(r.stdout)
+    assert out["mota"] is None and out["ids"] == 1
