@@ -29,12 +29,19 @@
     el.querySelector("[data-role=reset]").addEventListener("click", async () => {
       await fetch("/api/cameras/" + encodeURIComponent(name) + "/exposure/reset", { method: "POST" });
     });
+    // until a frame decodes the camera's state stands in for the image (never a broken icon)
+    img.addEventListener("load", () => showFrame(el, true));
     // a stream that ended (server restart, camera back) is re-opened
     img.addEventListener("error", () => setTimeout(() => {
       const active = el.querySelector(".view.active").dataset.view;
       img.src = streamUrl(name, active) + "?r=" + Date.now();
     }, 2000));
   });
+
+  function showFrame(el, has) {
+    el.querySelector("[data-role=img]").classList.toggle("noframe", !has);
+    el.querySelector("[data-role=placeholder]").hidden = has;
+  }
 
   async function pollCamera(el) {
     const name = el.dataset.camera;
@@ -52,6 +59,12 @@
         `src ${fmt(cap.fps)} fps · det ${fmt(s.detect && s.detect.fps)} fps (${fmt(s.detect && s.detect.ms_p50)} ms) · ` +
         `pub ${fmt(s.publish && s.publish.fps)} fps · lat p50 ${fmt(info.latency_ms && info.latency_ms.p50, 0)} ms · ` +
         `drops ${cap.dropped ?? 0} · err ${(cap.errors ?? 0)}`;
+      const img = el.querySelector("[data-role=img]");
+      showFrame(el, img.naturalWidth > 0);
+      const phs = el.querySelector("[data-role=ph-state]");
+      phs.textContent = info.state;
+      phs.className = "badge state-" + info.state;
+      el.querySelector("[data-role=ph-msg]").textContent = cap.last_error || "";
       const err = el.querySelector("[data-role=error]");
       if (cap.last_error && info.state !== "LIVE") { err.hidden = false; err.textContent = cap.last_error; }
       else { err.hidden = true; }
