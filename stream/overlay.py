@@ -131,6 +131,53 @@ def _blit(img: np.ndarray, sprite: np.ndarray, x: int, y: int) -> int:
     return w
 
 
+class LabelLayout:
+    """Where one frame's labels go, so that no two overlap: each label takes the first of its
+    candidate positions (clamped into the image) that overlaps nothing placed before it, or
+    else the one that overlaps least. Labels placed earlier win: the status strip, then zone
+    and line labels (stable, few), then track labels, then OCR text."""
+
+    __slots__ = ("W", "H", "rects", "texts")
+
+    def __init__(self, width: int, height: int) -> None:
+        self.W, self.H = int(width), int(height)
+        self.rects: list[tuple[int, int, int, int]] = []  # x1, y1, x2, y2 (exclusive)
+        # drawn after every shape, so no box, trail or zone edge crosses a label
+        self.texts: list[tuple[str, int, int, tuple[int, int, int]]] = []
+
+    def reserve(self, x1: int, y1: int, x2: int, y2: int) -> None:
+        self.rects.append((x1, y1, x2, y2))
+
+    @staticmethod
+    def _candidates(w: int, h: int, given: Sequence[tuple[int, int]]):
+        """The given positions, then (only reached in crowded frames) a widening ring around
+        the first: rows one label height apart, columns half a label wide."""
+        yield from given
+        x0, y0 = given[0]
+        ring = sorted(((dx, dy) for dy in range(-10, 11) for dx in range(-4, 5) if dx or dy),
+                      key=lambda d: (abs(d[0]) * w / 2) ** 2 + (abs(d[1]) * (h + 1)) ** 2)
+        for dx, dy in ring:
+            yield x0 + dx * (w // 2 + 1), y0 + dy * (h + 1)
+
+    def place(self, w: int, h: int, candidates: Sequence[tuple[int, int]]) -> tuple[int, int]:
+        best, best_overlap = None, -1
+        xmax, ymax = max(self.W - w, 0), max(self.H - h, 0)
+        for cx, cy in self._candidates(w, h, candidates):
+            x, y = min(max(int(cx), 0), xmax), min(max(int(cy), 0), ymax)
+            overlap = 0
+            for a1, b1, a2, b2 in self.rects:
+                ow, oh = min(x + w, a2) - max(x, a1), min(y + h, b2) - max(y, b1)
+                if ow > 0 and oh > 0:
+                    overlap += ow * oh
+            if best is None or overlap < best_overlap:
+                best, best_overlap = (x, y), overlap
+                if overlap == 0:
+                    break
+        assert best is not None, "place() needs at least one candidate"
+        self.rects.append((best[0], best[1], best[0] + w, best[1] + h))
+        return best
+
+
 class OverlayRenderer:
     """Draws overlays with cached text sprites. One instance per thread.
 
@@ -160,6 +207,7 @@ class OverlayRenderer:
         self.cache_size = int(cache_size)
         self._sprites: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._zone_cache: OrderedDict[tuple, tuple] = OrderedDict()
+        self._widths: dict[str, int] = {}
         (_, th), base = cv2.getTextSize("Ag", _FONT, self.font_scale, 1)
         self._pad = 2
         self._text_h = th + base + 2 * self._pad  # sprite height for this font scale
@@ -167,7 +215,7 @@ class OverlayRenderer:
         self.sprite_hits = 0
         self.sprite_misses = 0
         self._dash_period, self._dash_len = 10, 6
-        self._status_drawn = False
+        self.last_layout: LabelLayout | None = None  # the last draw's label rectangles (tests)
 
     # ------------------------------------------------------------------ text
     def _sprite(self, text: str, bg: tuple[int, int, int], scale: float | None = None,
@@ -205,6 +253,23 @@ class OverlayRenderer:
                     cv2.LINE_8)
         return tw + 2 * pad
 
+    def _size(self, text: str) -> tuple[int, int]:
+        """(width, height) of a label as _text draws it (default scale, thickness 1)."""
+        w = self._widths.get(text)
+        if w is None:
+            if len(self._widths) >= self.cache_size:
+                self._widths.clear()
+            (tw, _), _ = cv2.getTextSize(text, _FONT, self.font_scale, 1)
+            w = self._widths[text] = tw + 2 * self._pad
+        return w, self._text_h
+
+    def _stack(self, x: int, y: int, h: int, steps: int = 6) -> list[tuple[int, int]]:
+        """Candidates at (x, y), then alternately below and above it, one label height apart."""
+        out = [(x, y)]
+        for k in range(1, steps + 1):
+            out += [(x, y + k * (h + 1)), (x, y - k * (h + 1))]
+        return out
+
     # ------------------------------------------------------------------ shapes
     def _solid_box(self, img, x1, y1, x2, y2, color) -> None:
         for k in range(self.box_thickness):
@@ -236,7 +301,8 @@ class OverlayRenderer:
                 strip[nh * p:nh * p + d] = c
 
     # ------------------------------------------------------------------ parts
-    def _draw_tracks(self, img, tracks: Tracks, class_names, trails, coasting) -> None:
+    def _draw_tracks(self, img, tracks: Tracks, class_names, trails, coasting,
+                     layout: LabelLayout) -> None:
         H, W = img.shape[:2]
         n = len(tracks)
         if trails:
@@ -265,7 +331,6 @@ class OverlayRenderer:
         texts = tracks.text.tolist() if tracks.text is not None else None
         boxes = box.tolist()
         th = self._text_h
-        top_limit = th + 2 if self._status_drawn else 0
         n_names = len(class_names) if class_names else 0
         dark = (40, 40, 40)
         for i in range(n):
@@ -279,12 +344,16 @@ class OverlayRenderer:
             if name is None:
                 cid = cids[i]
                 name = class_names[cid] if 0 <= cid < n_names else str(cid)
-            ly = y1 - th if y1 - th >= top_limit else max(y1 + 1, top_limit)
-            x = x1 + self._text(img, f"{name} #{tids[i]}", x1, ly, color)
-            self._text(img, _SCORE_TEXT[scores[i]], x, ly, dark)
+            head, score = f"{name} #{tids[i]}", _SCORE_TEXT[scores[i]]
+            w1, w2 = self._size(head)[0], self._size(score)[0]
+            # above the box, inside its top edge, below it, then stacked further out
+            lx, ly = layout.place(w1 + w2, th, [(x1, y1 - th), (x1, y1 + 1), (x1, y2 + 2),
+                                                *self._stack(x1, y1 - th, th)[1:]])
+            layout.texts += [(head, lx, ly, color), (score, lx + w1, ly, dark)]
             if texts is not None and texts[i]:
-                ty = y2 + 2 if y2 + 2 + th <= H else y2 - th
-                self._text(img, texts[i], x1, ty, (250, 250, 250))
+                tw = self._size(texts[i])[0]
+                tx, ty = layout.place(tw, th, self._stack(x1, y2 + 2, th) + [(x1, y2 - th)])
+                layout.texts.append((texts[i], tx, ty, (250, 250, 250)))
 
     def _zone_geometry(self, poly: np.ndarray, shape, color) -> tuple:
         """(rows, cols, mask, colour image, scratch) of the polygon's clipped bounding box,
@@ -309,7 +378,7 @@ class OverlayRenderer:
             self._zone_cache.popitem(last=False)
         return g
 
-    def _draw_zones(self, img, zones: Sequence[ZoneDraw]) -> None:
+    def _draw_zones(self, img, zones: Sequence[ZoneDraw], layout: LabelLayout) -> None:
         for z in zones:
             poly = np.rint(np.asarray(z.polygon)).astype(np.int32).reshape(-1, 2)
             if poly.shape[0] < 3:
@@ -329,9 +398,12 @@ class OverlayRenderer:
             counts = " ".join(f"{k} {v}" for k, v in z.counts.items() if v)
             text = f"{z.name}: {counts}" if counts else z.name
             x, y = int(poly[:, 0].min()), int(poly[:, 1].min())
-            self._text(img, text, x, max(y - self._text_h, 0), color)
+            w, h = self._size(text)
+            # above the zone's bounding box, else just inside it, then stacked
+            tx, ty = layout.place(w, h, [(x, y - h), (x + 2, y + 2), *self._stack(x, y - h, h)[1:]])
+            layout.texts.append((text, tx, ty, color))
 
-    def _draw_lines(self, img, lines: Sequence[LineDraw]) -> None:
+    def _draw_lines(self, img, lines: Sequence[LineDraw], layout: LabelLayout) -> None:
         for ln in lines:
             color = ln.color or (255, 0, 255)
             p1 = (int(round(ln.p1[0])), int(round(ln.p1[1])))
@@ -347,7 +419,11 @@ class OverlayRenderer:
                 cv2.arrowedLine(img, (mx, my), tip, color, 2, cv2.LINE_8, tipLength=0.35)
             label = ln.text if ln.text is not None else f"{ln.name} in {ln.count_in} out {ln.count_out}"
             tx, ty = (mx + 6, my + 6) if ln.text is None else (min(p1[0], p2[0]) + 6, min(p1[1], p2[1]) + 4)
-            self._text(img, label, tx, ty, color)
+            w, h = self._size(label)
+            cands = self._stack(tx, ty, h)
+            cands += [(x - w - 12, y) for x, y in cands]  # then on the other side of the point
+            tx, ty = layout.place(w, h, cands)
+            layout.texts.append((label, tx, ty, color))
 
     def _draw_status(self, img, st: StatusInfo) -> None:
         h = self._text_h + 2
@@ -398,15 +474,20 @@ class OverlayRenderer:
         """
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"overlay needs an (H,W,3) uint8 image, got {image.shape} {image.dtype}")
-        self._status_drawn = status is not None
+        layout = LabelLayout(image.shape[1], image.shape[0])
+        if status is not None:  # the strip is drawn last but its place is taken first
+            layout.reserve(0, 0, image.shape[1], self._text_h + 2)
         if zones:
-            self._draw_zones(image, zones)
+            self._draw_zones(image, zones, layout)
         if lines:
-            self._draw_lines(image, lines)
+            self._draw_lines(image, lines, layout)
         if tracks is not None and (len(tracks) or trails):
-            self._draw_tracks(image, tracks, class_names, trails, coasting)
+            self._draw_tracks(image, tracks, class_names, trails, coasting, layout)
         elif trails:
-            self._draw_tracks(image, Tracks.empty(), class_names, trails, None)
+            self._draw_tracks(image, Tracks.empty(), class_names, trails, None, layout)
+        for text, x, y, bg in layout.texts:
+            self._text(image, text, x, y, bg)
+        self.last_layout = layout
         if status is not None:
             self._draw_status(image, status)
         if banner:

@@ -170,3 +170,36 @@ def test_speed_guard_ten_tracks():
         times.append(time.perf_counter() - t0)
     # ~0.3-0.5 ms on the dev machine; a generous bound that still catches per-pixel Python
     assert float(np.median(times)) < 0.005
+
+
+def _overlaps(rects):
+    out = []
+    for i, a in enumerate(rects):
+        for b in rects[i + 1:]:
+            if min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1]):
+                out.append((a, b))
+    return out
+
+
+def test_labels_never_overlap_crossing_lines_zone_and_tracks():
+    """Two counting lines crossing at the centre used to print "vert_px in 68 out 5763" (both
+    labels at the same spot); a zone label sat under track labels. Every label now has its own
+    rectangle, and each is drawn on top of every shape (its sprite is intact in the image)."""
+    r = OverlayRenderer()
+    lines = [LineDraw("vert_px", (W // 2, 50), (W // 2, H - 50), 68, 57),
+             LineDraw("horiz_px", (50, H // 2), (W - 50, H // 2), 63, 5763)]
+    zone = ZoneDraw("dock", np.array([[300, 230], [500, 230], [500, 420], [300, 420]]), {"person": 3})
+    # tracks bunched around the zone's corner and the crossing, with OCR text
+    boxes = [[300 + 12 * k, 212 + 9 * k, 360 + 12 * k, 300 + 9 * k] for k in range(6)]
+    tr = _tracks(boxes, list(range(1, 7)), [0] * 6, text=[f"SN 00{k}" for k in range(6)])
+    img = r.draw(_blank(), tr, class_names=["person"], zones=[zone], lines=lines,
+                 status=StatusInfo("cam", "LIVE", 25.0, 5.0, 25.0, 30.0))
+    layout = r.last_layout
+    assert len(layout.rects) == 1 + 1 + 2 + 6 + 6  # status strip, zone, lines, track labels, texts
+    assert _overlaps(layout.rects) == []
+    for x1, y1, x2, y2 in layout.rects:
+        assert 0 <= x1 < x2 <= W and 0 <= y1 < y2 <= H
+    for text, x, y, bg in layout.texts:
+        if text.startswith(("vert_px", "horiz_px", "dock")):
+            sp = r._sprite(text, bg)
+            assert np.array_equal(img[y:y + sp.shape[0], x:x + sp.shape[1]], sp), text
