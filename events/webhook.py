@@ -14,6 +14,7 @@ The snapshot is not sent (a receiver can fetch it from the API by event id).
 """
 from __future__ import annotations
 
+import base64
 import collections
 import json
 import logging
@@ -22,17 +23,36 @@ import socket
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any, Iterable, Mapping, Optional
 
 
 from core.types import Event, EventKind, json_default
+from core.uri import redact_uri
+from events.sink_health import SinkHealth
 
 __all__ = ["WebhookSink"]
 
 log = logging.getLogger("vigil.events.webhook")
 
 _RETRY_STATUS = frozenset({408, 429})
+
+
+def _split_userinfo(url: str) -> tuple[str, str | None]:
+    """(URL without user:pass@, its `Authorization: Basic` value or None)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, None
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    if parts.port is not None:
+        host += f":{parts.port}"
+    bare = urllib.parse.urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    user = urllib.parse.unquote(parts.username or "")
+    pw = urllib.parse.unquote(parts.password or "")
+    return bare, "Basic " + base64.b64encode(f"{user}:{pw}".encode()).decode()
 
 
 class WebhookSink:
@@ -55,7 +75,7 @@ class WebhookSink:
             raise ValueError("max_queue must be >= 1 and retries >= 0")
         if not (backoff_initial_s > 0 and backoff_max_s >= backoff_initial_s):
             raise ValueError("need backoff_initial_s > 0 and backoff_max_s >= backoff_initial_s")
-        self.url = url
+        self.url, basic = _split_userinfo(url)
         self.timeout_s = float(timeout_s)
         self.max_queue = int(max_queue)
         self.retries = int(retries)
@@ -63,14 +83,15 @@ class WebhookSink:
         self.backoff_initial_s = float(backoff_initial_s)
         self.backoff_max_s = float(backoff_max_s)
         self.headers = {"Content-Type": "application/json", "User-Agent": "vigil-webhook/1"}
+        if basic:  # urllib takes no user:pass@ in a URL: send it as HTTP Basic
+            self.headers["Authorization"] = basic
         self.headers.update(headers or {})
-        self.name = name or url
+        self.name = name or redact_uri(url)  # the given URL, password hidden
+        self.health = SinkHealth("webhook", self.name, log)
         self._cond = threading.Condition()
         self._queue: collections.deque[Event] = collections.deque()
         self._stop = threading.Event()
         self._closing = False
-        self._counts = collections.Counter()
-        self._last_error: str | None = None
         self._thread: threading.Thread | None = None  # started on the first submit
 
     def __repr__(self) -> str:
@@ -80,31 +101,31 @@ class WebhookSink:
     def submit(self, event: Event, snapshot: Optional[bytes] = None) -> None:
         """Queue an event for delivery; O(1), never blocks on the network."""
         if self.kinds and event.kind.value not in self.kinds:
-            self._inc("filtered")
+            self.health.count("filtered")
             return
+        dropped = 0
         with self._cond:
             if self._closing:
-                self._counts["dropped"] += 1
-                return
-            if len(self._queue) >= self.max_queue:
-                self._queue.popleft()
-                self._counts["dropped"] += 1
-            self._queue.append(event)
+                dropped = 1
+            else:
+                if len(self._queue) >= self.max_queue:
+                    self._queue.popleft()
+                    dropped = 1
+                self._queue.append(event)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name=f"webhook:{self.name}", daemon=True)
                 self._thread.start()
             self._cond.notify()
+        if dropped:
+            self.health.count("dropped", dropped)
 
     def stats(self) -> dict[str, Any]:
         """sent, failed (gave up after retries), rejected (4xx, not retried), retried (retry
         attempts made), dropped (queue full / closed), filtered (kind not wanted), queued,
-        last_error."""
+        last_error (+ its epoch time), healthy (no failure since the last delivery)."""
         with self._cond:
-            out: dict[str, Any] = {k: int(self._counts[k]) for k in
-                                   ("sent", "failed", "rejected", "retried", "dropped", "filtered")}
-            out["queued"] = len(self._queue)
-            out["last_error"] = self._last_error
-        return out
+            queued = len(self._queue)
+        return self.health.snapshot(queued=queued, max_queue=self.max_queue)
 
     def close(self, timeout: float = 5.0) -> None:
         """Try to deliver what is queued within `timeout`, then stop; the rest counts as dropped."""
@@ -127,8 +148,10 @@ class WebhookSink:
             if t.is_alive():
                 log.warning("webhook %s: worker still in a request at close", self.name)
         with self._cond:
-            self._counts["dropped"] += len(self._queue)
+            left = len(self._queue)
             self._queue.clear()
+        if left:
+            self.health.count("dropped", left)
 
     # ------------------------------------------------------------ worker
     def _run(self) -> None:
@@ -141,9 +164,10 @@ class WebhookSink:
                 ev = self._queue.popleft()
             try:
                 self._deliver(ev)
-            except Exception:  # noqa: BLE001 - never let one event kill the worker
-                self._inc("failed")
-                log.exception("webhook %s: unexpected error", self.name)
+            except Exception as e:  # noqa: BLE001 - never let one event kill the worker
+                self.health.count("failed")
+                self.health.error(f"unexpected {type(e).__name__}: {e}")
+                log.debug("webhook %s: unexpected error", self.name, exc_info=True)
 
     def _post(self, body: bytes) -> tuple[int | None, str | None]:
         """(HTTP status, error text); status None for a network error or timeout."""
@@ -171,29 +195,23 @@ class WebhookSink:
         while True:
             status, err = self._post(body)
             if status is not None and 200 <= status < 300:
-                self._inc("sent")
+                self.health.count("sent")
                 return
             if status is not None and 300 <= status < 500 and status not in _RETRY_STATUS:
-                self._inc("rejected")
+                self.health.count("rejected")
                 self._note(f"{err or status} (not retried) for event {ev.id}")
                 return
             self._note(f"{err} for event {ev.id} (attempt {attempt + 1})")
             if attempt >= self.retries or self._stop.is_set():
-                self._inc("failed")
+                self.health.count("failed")
                 return
             wait = min(delay, self.backoff_max_s) * random.uniform(0.8, 1.2)
             if self._stop.wait(wait):
-                self._inc("failed")
+                self.health.count("failed")
                 return
             delay = min(delay * 2.0, self.backoff_max_s)
             attempt += 1
-            self._inc("retried")
-
-    def _inc(self, key: str) -> None:
-        with self._cond:
-            self._counts[key] += 1
+            self.health.count("retried")
 
     def _note(self, msg: str) -> None:
-        with self._cond:
-            self._last_error = msg
-        log.debug("webhook %s: %s", self.name, msg)
+        self.health.error(msg)

@@ -110,8 +110,10 @@ def test_delivered_payload_is_the_event_json(hook_factory):
     assert got == expect  # in order, numpy scalars as JSON numbers
     assert h.headers[0]["Content-Type"] == "application/json"
     assert h.headers[0]["Authorization"] == "Bearer t0ken"
-    assert sink.stats() == {"sent": 3, "failed": 0, "rejected": 0, "retried": 0, "dropped": 0,
-                            "filtered": 0, "queued": 0, "last_error": None}
+    assert sink.stats() == {"kind": "webhook", "name": h.url, "sent": 3, "failed": 0,
+                            "rejected": 0, "retried": 0, "dropped": 0, "filtered": 0, "queued": 0,
+                            "max_queue": 1000, "last_error": None, "last_error_ts": None,
+                            "healthy": True}
 
 
 def test_target_down_retries_then_gives_up():
@@ -215,3 +217,68 @@ def test_slow_target_never_slows_the_caller(hook_factory):
     assert sink.stats()["queued"] == 0
     sink.submit(ev(9999))  # after close: dropped, never blocks
     assert sink.stats()["queued"] == 0
+
+
+def test_failures_are_logged_not_silent(caplog):
+    """A webhook to a closed port used to fail silently (issue 19): the first failure is a
+    WARNING at once, repeats within the quiet period are counted into the next line, and the
+    first delivery after them is logged; the URL's password never appears."""
+    import logging
+    import socket as _socket
+    s = _socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens here now
+    sink = WebhookSink(f"http://user:pw@127.0.0.1:{port}/hook", timeout_s=0.5, retries=2,
+                       backoff_initial_s=0.01, backoff_max_s=0.02)
+    with caplog.at_level(logging.INFO, logger="vigil.events.webhook"):
+        for i in range(3):
+            sink.submit(Event(EventKind.TRACK_STARTED, "cam", track_id=i))
+        deadline = time.monotonic() + 10
+        while sink.stats()["failed"] < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    st = sink.stats()
+    assert st["failed"] == 3 and st["retried"] == 6 and not st["healthy"]
+    assert "ConnectionRefusedError" in st["last_error"] and st["last_error_ts"] > 0
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "ConnectionRefusedError" in warnings[0].getMessage()
+    assert all("pw" not in r.getMessage() for r in caplog.records)
+    assert "***" in st["name"]
+    sink.close(0.2)
+
+
+def test_credentials_in_the_url_become_basic_auth(hook_factory):
+    """urllib cannot send user:pass@host (it looked the whole thing up as a host name)."""
+    import base64
+    h = hook_factory()
+    url = h.url.replace("http://", "http://vigil:s%40cret@")
+    sink = WebhookSink(url, timeout_s=2)
+    sink.submit(ev(1))
+    assert wait_for(lambda: sink.stats()["sent"] == 1), sink.stats()
+    sink.close()
+    assert h.headers[0]["Authorization"] == "Basic " + base64.b64encode(b"vigil:s@cret").decode()
+    assert "cret" not in sink.stats()["name"]
+
+
+def test_sink_health_logs_first_failure_summary_and_recovery(caplog, monkeypatch):
+    import logging
+    from events import sink_health
+    clock = [100.0]
+    monkeypatch.setattr(sink_health.time, "monotonic", lambda: clock[0])
+    lg = logging.getLogger("vigil.test.sink")
+    h = sink_health.SinkHealth("mqtt", "broker:1883", lg, quiet_s=60)
+    with caplog.at_level(logging.INFO, logger="vigil.test.sink"):
+        h.error("refused")
+        h.error("refused")
+        h.error("refused")
+        clock[0] += 61
+        h.error("timed out")
+        h.count("failed")
+        h.count("sent")
+    msgs = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert msgs == [("WARNING", "mqtt broker:1883: refused"),
+                    ("WARNING", "mqtt broker:1883: timed out (2 more since the last report)"),
+                    ("INFO", "mqtt broker:1883: delivering again")]
+    snap = h.snapshot()
+    assert snap["healthy"] and snap["sent"] == 1 and snap["failed"] == 1
+    assert snap["last_error"] == "timed out"
