@@ -28,6 +28,42 @@ EVENT_KINDS = {"track_started", "track_ended", "zone_enter", "zone_leave", "line
                "text_read", "defect_found", "part_passed", "camera_state"}
 
 
+# set by web.server's waitress channel (see web/server.py); absent under other servers
+ON_CLIENT_CLOSE = "vigil.on_client_close"
+CLIENT_DISCONNECTED = "waitress.client_disconnected"
+# without the close hook a stream checks for a gone client at least this often
+GONE_POLL_S = 0.25
+
+
+class StreamSlots:
+    """The open-stream cap: each open stream (MJPEG, SSE) holds a server thread, so at most
+    `limit` may be open and the rest of the pool is kept for the API and /healthz. A slot is
+    held from the request until the stream's generator ends (the thread is then free)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = int(limit)
+        self._sem = threading.BoundedSemaphore(self.limit)
+        self._lock = threading.Lock()
+        self.open = 0
+        self.refused = 0
+        self.opened_total = 0
+
+    def acquire(self) -> bool:
+        if not self._sem.acquire(blocking=False):
+            with self._lock:
+                self.refused += 1
+            return False
+        with self._lock:
+            self.open += 1
+            self.opened_total += 1
+        return True
+
+    def release(self) -> None:
+        with self._lock:
+            self.open -= 1
+        self._sem.release()
+
+
 class BadParam(Exception):
     def __init__(self, name: str, why: str) -> None:
         super().__init__(f"bad query parameter {name!r}: {why}")
@@ -55,12 +91,13 @@ def create_app(vigil: Vigil, stop_event: threading.Event | None = None) -> Flask
     stop = stop_event or threading.Event()
     token = vigil.cfg.server.token
     timeout = vigil.cfg.server.stream_timeout_s
-    metrics = Metrics(vigil)
     # a stream holds a server thread; keep a reserve so the API and /healthz never starve
     max_streams = max(1, vigil.cfg.server.threads - 8)
-    streams = threading.BoundedSemaphore(max_streams)
+    streams = StreamSlots(max_streams)
+    metrics = Metrics(vigil, streams)
     app.extensions["vigil"] = vigil
     app.extensions["vigil_metrics"] = metrics
+    app.extensions["vigil_streams"] = streams
 
     # ------------------------------------------------------------ helpers
     def json_error(status: int, message: str, **extra: Any) -> Response:
@@ -76,17 +113,33 @@ def create_app(vigil: Vigil, stop_event: threading.Event | None = None) -> Flask
     def unknown_camera(camera: str) -> Response:
         return json_error(404, f"unknown camera {camera[:64]!r}", cameras=vigil.camera_names())
 
+    def client_watch() -> tuple[Callable | None, Callable[[], bool] | None, float]:
+        """(register-a-close-callback or None, gone() or None, longest wait between checks)
+        for the current request; a stream ends as soon as its client has gone."""
+        env = request.environ
+        on_close = env.get(ON_CLIENT_CLOSE)
+        gone = env.get(CLIENT_DISCONNECTED)
+        return on_close, gone, (timeout if on_close is not None else min(timeout, GONE_POLL_S))
+
     def stream_response(hub: FrameHub) -> Response:
         width = _num("width", 32, 3840)
         fps = _num("fps", 0.1, 120, float)
-        if not streams.acquire(blocking=False):
+        on_close, gone, wait_s = client_watch()
+        if not streams.acquire():
             return json_error(503, f"too many open streams ({max_streams}); raise server.threads")
 
         def gen() -> Iterator[bytes]:
             try:
                 with hub.subscribe() as viewer:
-                    yield from mjpeg_parts(viewer, b"frame", timeout, stop, width,
-                                           1.0 / fps if fps else 0.0)
+                    # the server cancels the viewer the moment the client disconnects: the
+                    # generator ends between frames and the slot is free again
+                    forget = on_close(viewer.cancel) if on_close is not None else None
+                    try:
+                        yield from mjpeg_parts(viewer, b"frame", wait_s, stop, width,
+                                               1.0 / fps if fps else 0.0, gone=gone)
+                    finally:
+                        if forget is not None:
+                            forget()
             finally:
                 streams.release()
 
@@ -248,26 +301,40 @@ def create_app(vigil: Vigil, stop_event: threading.Event | None = None) -> Flask
             after = int(last) if last else vigil.bus.last_id
         except ValueError:
             raise BadParam("Last-Event-ID", "expected a whole number")
-        if not streams.acquire(blocking=False):
+        on_close, gone, _wait = client_watch()
+        if not streams.acquire():
             return json_error(503, "too many open streams")
+        keepalive_s = max(timeout, 1.0) * 5
 
         def gen() -> Iterator[str]:
             nonlocal after
+            forget = None
             try:
+                if on_close is not None:  # the server watches the socket from now on
+                    forget = on_close(lambda: None)
                 yield "retry: 2000\n\n"
+                wrote = time.monotonic()
                 while not stop.is_set() and not vigil.bus.closed:
-                    evs = vigil.bus.wait_after(after, timeout=max(timeout, 1.0) * 5)
-                    if not evs:
-                        yield ": keepalive\n\n"
-                        continue
+                    if gone is not None and gone():
+                        return  # client disconnected: free the slot now, not at a keepalive
+                    # short waits, so a gone client is seen within GONE_POLL_S (the bus has no
+                    # per-waiter wake-up); a keepalive after keepalive_s without a write
+                    evs = vigil.bus.wait_after(after, timeout=GONE_POLL_S if gone is not None
+                                               else keepalive_s)
                     for ev in evs:
                         after = max(after, ev.id or 0)
                         if q["camera"] and ev.camera != q["camera"]:
                             continue
                         if q["kind"] and ev.kind.value != q["kind"]:
                             continue
+                        wrote = time.monotonic()
                         yield f"id: {ev.id}\nevent: {ev.kind.value}\ndata: {json.dumps(ev.to_dict())}\n\n"
+                    if time.monotonic() - wrote >= keepalive_s or (not evs and gone is None):
+                        wrote = time.monotonic()
+                        yield ": keepalive\n\n"
             finally:
+                if forget is not None:
+                    forget()
                 streams.release()
 
         resp = Response(gen(), content_type="text/event-stream")

@@ -4,11 +4,14 @@ The producer (a camera's publisher thread) calls `publish()` with the newest BGR
 That is O(1): it stores a reference, drops the JPEG cache of the previous frame and
 wakes waiting viewers. It never encodes and never waits for a viewer.
 
-Viewers (`subscribe()` -> `Viewer`) wait on the hub's condition for a frame newer than
-the last one they got, always jumping to the newest (a slow viewer skips frames; it never
-delays the producer or other viewers). The JPEG is encoded lazily by the first viewer that
-needs a given (frame, width); concurrent viewers of the same key wait on that key's lock
-for the same bytes instead of encoding again. With no viewers nothing is encoded.
+Viewers (`subscribe()` -> `Viewer`) wait for a frame newer than the last one they got,
+always jumping to the newest (a slow viewer skips frames; it never delays the producer or
+other viewers). Each viewer waits on its own condition (sharing the hub's lock): a publish
+wakes the viewers waiting for a frame, close() wakes them all, and `Viewer.cancel()` (the
+server saw the client disconnect) wakes that viewer alone, at once, from any thread, so a
+dead viewer's stream ends between frames. The JPEG is encoded lazily by the first viewer
+that needs a given (frame, width); concurrent viewers of the same key wait on that key's
+lock for the same bytes instead of encoding again. With no viewers nothing is encoded.
 
 Only the newest frame's JPEGs are cached (one per requested width, at most `max_variants`),
 so memory is bounded whatever the number of viewers.
@@ -23,7 +26,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import cv2
 import numpy as np
@@ -93,8 +96,12 @@ class FrameHub:
         self.max_variants = int(max_variants)
         self.min_width = int(min_width)
         self.max_width = int(max_width)
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)  # `with self._cond`: the hub's lock
         self._closed_evt = threading.Event()
+        # guarded by self._cond's lock: every subscribed viewer, and those waiting for a frame
+        self._subs: set[Viewer] = set()
+        self._waiting: set[Viewer] = set()
         self._snap: _Snap | None = None
         self._gen = 0  # hub-internal generation: newer-ness never depends on producer seqs
         self._cache: OrderedDict[int, _Entry] = OrderedDict()  # width key (0 = full) -> entry
@@ -127,7 +134,8 @@ class FrameHub:
             # Viewers already encoding the old frame hold their entry; new ones take the new frame.
             self._cache = OrderedDict()
             self._cache_gen = self._gen
-            self._cond.notify_all()
+            for v in self._waiting:
+                v._wake.notify()
 
     def has_viewers(self) -> bool:
         """True while at least one viewer is subscribed (lets the producer skip drawing)."""
@@ -141,7 +149,8 @@ class FrameHub:
         """Wake every viewer so it ends promptly; later next()/publish() return at once."""
         with self._cond:
             self._closed_evt.set()
-            self._cond.notify_all()
+            for v in self._subs:
+                v._wake.notify_all()
 
     # ------------------------------------------------------------------ viewers
     @contextlib.contextmanager
@@ -151,11 +160,14 @@ class FrameHub:
         with self._cond:
             self.viewers += 1
             self.viewers_total += 1
+            self._subs.add(viewer)
         try:
             yield viewer
         finally:
-            viewer._active = False
             with self._cond:
+                viewer._active = False
+                self._subs.discard(viewer)
+                self._waiting.discard(viewer)
                 self.viewers -= 1
 
     def latest(self, width: int | None = None) -> JpegFrame | None:
@@ -290,10 +302,12 @@ def _downscale(img: np.ndarray, width: int) -> np.ndarray:
 
 
 class Viewer:
-    """A subscriber's handle (from FrameHub.subscribe()). Not shared between threads."""
+    """A subscriber's handle (from FrameHub.subscribe()). Used by one thread, except
+    `cancel()`, which any thread may call."""
 
     def __init__(self, hub: FrameHub) -> None:
         self.hub = hub
+        self._wake = threading.Condition(hub._lock)  # notified by publish / close / cancel
         self._last_gen = 0
         self._last_time = -float("inf")
         self._active = True
@@ -305,11 +319,21 @@ class Viewer:
     def active(self) -> bool:
         return self._active and not self.hub.closed
 
+    def cancel(self) -> None:
+        """End this viewer from any thread (e.g. the server saw its client disconnect): a
+        next() waiting now returns None at once, later ones return None, and mjpeg_parts()
+        ends. Wakes this viewer only; idempotent; the subscription itself ends when its
+        `subscribe()` block exits."""
+        with self.hub._cond:
+            self._active = False
+            self._wake.notify_all()
+
     def next(self, timeout: float, width: int | None = None,
              min_interval: float = 0.0) -> JpegFrame | None:
-        """Newest frame newer than the last one returned, or None on timeout / close.
+        """Newest frame newer than the last one returned, or None on timeout / close /
+        cancel().
 
-        Waits (on the hub's condition, no polling) at most `timeout` seconds. With
+        Waits (on this viewer's condition, no polling) at most `timeout` seconds. With
         `min_interval` > 0 (an fps cap), frames are returned no more often than that.
         """
         hub = self.hub
@@ -317,26 +341,34 @@ class Viewer:
         if not self._active:
             return None
         if min_interval > 0:
-            now = time.monotonic()
             ready = self._last_time + float(min_interval)
-            if ready > now:
-                # Event.wait: woken at once by close(), not by publishes (nothing to do yet).
-                if ready > deadline:
-                    hub._closed_evt.wait(max(0.0, deadline - now))
-                    return None
-                if hub._closed_evt.wait(ready - now):
-                    return None
+            if ready > time.monotonic():
+                # not in hub._waiting: woken at once by close() / cancel(), not by publishes
+                # (nothing to do yet)
+                end = min(ready, deadline)
+                with hub._cond:
+                    while not hub._closed_evt.is_set() and self._active:
+                        remaining = end - time.monotonic()
+                        if remaining <= 0:
+                            break
+                        self._wake.wait(remaining)
+                    if hub._closed_evt.is_set() or not self._active or ready > deadline:
+                        return None
         with hub._cond:
-            while True:
-                if hub._closed_evt.is_set() or not self._active:
-                    return None
-                snap = hub._snap
-                if snap is not None and snap.gen > self._last_gen:
-                    break
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return None
-                hub._cond.wait(remaining)
+            hub._waiting.add(self)
+            try:
+                while True:
+                    if hub._closed_evt.is_set() or not self._active:
+                        return None
+                    snap = hub._snap
+                    if snap is not None and snap.gen > self._last_gen:
+                        break
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return None
+                    self._wake.wait(remaining)
+            finally:
+                hub._waiting.discard(self)
             key = hub._width_key(snap.image, width)
             entry = hub._entry(snap.gen, key)
         frame = hub._encode(snap, key, entry)
@@ -368,23 +400,29 @@ def _part(frame: JpegFrame, boundary: bytes) -> bytes:
 
 def mjpeg_parts(viewer: Viewer, boundary: bytes = b"frame", timeout: float = 1.0,
                 stop: threading.Event | None = None, width: int | None = None,
-                min_interval: float = 0.0) -> Iterator[bytes]:
+                min_interval: float = 0.0,
+                gone: Callable[[], bool] | None = None) -> Iterator[bytes]:
     """multipart/x-mixed-replace parts for one subscribed viewer.
 
-    Blocks on the hub's condition between frames (no spinning); every `timeout` seconds
-    without a frame it re-checks `stop` and the hub. Ends when the hub is closed, `stop`
-    is set, or the viewer's subscription ended. Each part counts as sent once the server
-    asks for the next one (that is when the previous one was written).
+    Blocks on the viewer's condition between frames (no spinning); every `timeout` seconds
+    without a frame it re-checks `stop`, `gone` and the hub. Ends when the hub is closed,
+    `stop` is set, `gone()` is true (the client disconnected), or the viewer was cancelled
+    or its subscription ended. `gone` is checked before each part, so a client that went
+    away between frames gets no more writes; for it to be noticed *between* frames, have
+    the server call `viewer.cancel()` when it sees the client go (or pass a short
+    `timeout`). Each part counts as sent once the server asks for the next one (that is
+    when the previous one was written).
     """
     if isinstance(boundary, str):
         boundary = boundary.encode()
     while True:
-        if (stop is not None and stop.is_set()) or not viewer.active:
+        if (stop is not None and stop.is_set()) or not viewer.active \
+                or (gone is not None and gone()):
             return
         frame = viewer.next(timeout, width=width, min_interval=min_interval)
         if frame is None:
-            continue  # timeout (loop re-checks stop) or closed (loop returns)
-        if stop is not None and stop.is_set():
+            continue  # timeout (loop re-checks stop / gone) or closed / cancelled (returns)
+        if (stop is not None and stop.is_set()) or (gone is not None and gone()):
             return
         part = _part(frame, boundary)
         yield part
@@ -393,8 +431,9 @@ def mjpeg_parts(viewer: Viewer, boundary: bytes = b"frame", timeout: float = 1.0
 
 def mjpeg_stream(hub: FrameHub, boundary: bytes = b"frame", timeout: float = 1.0,
                  stop: threading.Event | None = None, width: int | None = None,
-                 min_interval: float = 0.0) -> Iterator[bytes]:
+                 min_interval: float = 0.0,
+                 gone: Callable[[], bool] | None = None) -> Iterator[bytes]:
     """subscribe() + mjpeg_parts(): hand this generator to the web framework; the viewer
     is unsubscribed when the client goes away (the server closes the generator)."""
     with hub.subscribe() as viewer:
-        yield from mjpeg_parts(viewer, boundary, timeout, stop, width, min_interval)
+        yield from mjpeg_parts(viewer, boundary, timeout, stop, width, min_interval, gone)

@@ -11,8 +11,9 @@ STATES = ("CONNECTING", "LIVE", "STALLED", "RECONNECTING", "FAILED", "ENDED", "S
 
 
 class _Collector:
-    def __init__(self, vigil) -> None:
+    def __init__(self, vigil, streams=None) -> None:
         self.vigil = vigil
+        self.streams = streams  # web.app.StreamSlots (the open-stream cap), if any
 
     def collect(self) -> Iterator:
         v = self.vigil
@@ -59,12 +60,24 @@ class _Collector:
         for kind, n in v.bus.by_kind.items():
             ev.add_metric([kind], n)
         yield ev
+        s = self.streams
+        if s is not None:
+            open_ = GaugeMetricFamily("vigil_stream_slots_open",
+                                      "open streams (MJPEG and SSE), each holding a server thread")
+            open_.add_metric([], s.open)
+            limit = GaugeMetricFamily("vigil_stream_slots_limit",
+                                      "most open streams allowed (server.threads - 8)")
+            limit.add_metric([], s.limit)
+            refused = CounterMetricFamily("vigil_streams_refused",
+                                          "streams refused with 503 because every slot was taken")
+            refused.add_metric([], s.refused)
+            yield from (open_, limit, refused)
 
 
 class Metrics:
-    def __init__(self, vigil) -> None:
+    def __init__(self, vigil, streams=None) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_Collector(vigil))
+        self.registry.register(_Collector(vigil, streams))
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

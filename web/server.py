@@ -3,6 +3,19 @@
 Shutdown (Ctrl-C / SIGTERM): stop the pipelines and close every frame hub (open MJPEG
 generators end at once), then close waitress *and its socket map*: waitress's close()
 alone leaves open streaming channels running.
+
+A viewer that goes away frees its stream slot at once, not at the next frame. waitress stops
+watching a connection for reading while its request is being served (`readable()` is false
+while a request is in flight), so a closed socket was only noticed when a write to it failed,
+one to three frame intervals later (at 1 fps a dropped viewer held its thread and slot 2-3 s;
+under a connect/drop storm at 25 fps the dead viewers filled the stream cap and 31 % of new
+viewers got a 503). Our channel lets a streaming response register a callback through
+`environ[ON_CLIENT_CLOSE]`; from then on the connection is watched for reading while the
+stream runs (what waitress's `channel_request_lookahead=1` does, but for streams only: an API
+request from a client that half-closes its side keeps its answer), the main loop sees the
+EOF / reset, closes the channel and runs the callbacks (the MJPEG route cancels its hub viewer),
+so the generator ends and the thread and slot are back within milliseconds, whatever the
+camera's frame rate.
 """
 from __future__ import annotations
 
@@ -14,13 +27,96 @@ import sys
 import threading
 import time
 
-from waitress.server import create_server
+from waitress.channel import HTTPChannel
+from waitress.server import BaseWSGIServer, create_server
+from waitress.task import WSGITask
 
 from core.config import VigilConfig
 from web.app import create_app
 from runtime.vigil import Vigil
 
 log = logging.getLogger("vigil.server")
+
+# environ key: a callable `register(fn) -> unregister` that runs fn() (on waitress's main
+# thread, so fn must be quick and thread-safe) once the client's connection has closed; fn runs
+# at once if it already has. Missing when the app runs under another server.
+ON_CLIENT_CLOSE = "vigil.on_client_close"
+
+
+class _Task(WSGITask):
+    def get_environment(self):
+        environ = super().get_environment()
+        environ[ON_CLIENT_CLOSE] = self.channel.on_client_close
+        return environ
+
+
+class _Channel(HTTPChannel):
+    """waitress's channel, telling the app when its client has gone (see the module doc)."""
+
+    task_class = _Task
+
+    def __init__(self, *args, **kwargs) -> None:
+        self._close_lock = threading.Lock()
+        self._close_fns: list | None = []  # None once closed
+        self._watch = False  # a response is waiting to hear that the client has gone
+        super().__init__(*args, **kwargs)
+
+    def readable(self):
+        if self._watch:
+            # as with channel_request_lookahead=1: keep reading while the request is served,
+            # so an EOF or reset closes the channel now (a pipelined request would be queued)
+            return not (self.will_close or self.close_when_flushed or len(self.requests) > 1
+                        or self.total_outbufs_len)
+        return super().readable()
+
+    def on_client_close(self, fn):
+        with self._close_lock:
+            fns = self._close_fns
+            if fns is not None and self.connected:
+                fns.append(fn)
+                self._watch = True
+                registered = True
+            else:
+                registered = False
+        if not registered:
+            fn()
+            return lambda: None
+        self.server.pull_trigger()  # the main loop re-asks readable() now, not at its timeout
+        return lambda: self._forget(fn)
+
+    def _forget(self, fn) -> None:
+        with self._close_lock:
+            if self._close_fns is not None:
+                try:
+                    self._close_fns.remove(fn)
+                except ValueError:
+                    pass
+                self._watch = bool(self._close_fns)
+
+    def _closed(self) -> None:
+        with self._close_lock:
+            fns, self._close_fns = self._close_fns, None
+        for fn in fns or ():
+            try:
+                fn()
+            except Exception:  # noqa: BLE001
+                log.exception("client-close callback")
+
+    def handle_close(self) -> None:  # EOF or reset seen by the main loop, or a failed send
+        try:
+            super().handle_close()
+        finally:
+            self._closed()
+
+    def close(self) -> None:  # shutdown closes channels directly
+        try:
+            super().close()
+        finally:
+            self._closed()
+
+    def cancel(self) -> None:  # dispatcher shutdown: pending / running tasks cancelled
+        super().cancel()
+        self._closed()
 
 
 def is_loopback(host: str) -> bool:
@@ -58,6 +154,10 @@ class VigilServer:
             # a stalled viewer may buffer this much before its thread blocks (an MJPEG part
             # is ~40 KB): bounds the memory ten stalled clients can pin
             outbuf_high_watermark=1024 * 1024)
+        # streams learn at once that their client has gone (see the module doc)
+        for srv in [self._server, *getattr(self._server, "map", {}).values()]:
+            if isinstance(srv, BaseWSGIServer):  # one per listening socket
+                srv.channel_class = _Channel
         return self._server
 
     @property

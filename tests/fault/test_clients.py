@@ -4,9 +4,12 @@ VIGIL_FAULT_CLIENT_SECONDS (default 60; the issue asks for 120). The clients run
 process (tests/fault/client_storm.py) so they do not share the server's GIL.
 
 Asserts: the pipeline's published fps during the storm is within 10 % of its baseline measured
-in the same run with one reading viewer; /healthz keeps answering; no 500 (503 from the stream
-cap is counted and bounded); after the clients leave, the hub's viewer count and this process's
-thread count are back at their baseline. Memory: after a short warm-up storm (so the
+in the same run with one reading viewer; /healthz keeps answering; no 500; at most 1 % 503s
+(the stream cap, server.threads - 8 = 88 slots, is far above the 61 clients connected at once:
+a dropped viewer frees its slot the moment its socket closes, so only slots held by dead
+viewers could push it over; before that fix they did, for 31 % of the connects); after the
+clients leave, the hub's viewer count, the open stream slots and this process's thread count
+are back at their baseline. Memory: after a short warm-up storm (so the
 allocator's high-water mark for 60 streams is reached), RSS must stay flat during the storm
 (< 30 MB over thousands of connect/drop cycles: no per-connection leak) and, after the clients
 left, be within 30 MB + 10 stalled viewers x waitress's outbuf_high_watermark (what each stalled
@@ -106,6 +109,8 @@ def test_stalled_and_dropping_clients(fault_report):
             base_fps = _published(pipe, 4.0)
             threads_before = threading.active_count()
             viewers_before = hub.viewers
+            slots = srv.app.extensions["vigil_streams"]
+            slots_before = slots.open
             assert viewers_before == 1 and base_fps > 5, (viewers_before, base_fps)
             # warm-up storm: the allocator's high-water mark for 60 streams (each stalled one
             # buffers up to waitress's outbuf_high_watermark) is reached before RSS is taken
@@ -122,7 +127,7 @@ def test_stalled_and_dropping_clients(fault_report):
                 time.sleep(min(3.0, SECONDS / 4))  # ramp-up: every client connected once
                 n0, t0 = pipe.publish_stage.processed, time.monotonic()
                 health = {"ok": 0, "bad": 0, "max_s": 0.0}
-                windows, rss_series, rss_peak, viewers_peak = [], [], rss_before, 0
+                windows, rss_series, rss_peak, viewers_peak, slots_peak = [], [], rss_before, 0, 0
                 w_n, w_t = n0, t0
                 while storm.poll() is None and time.monotonic() < t0 + SECONDS + 30:
                     h0 = time.perf_counter()
@@ -134,6 +139,7 @@ def test_stalled_and_dropping_clients(fault_report):
                     health["max_s"] = max(health["max_s"], time.perf_counter() - h0)
                     rss_peak = max(rss_peak, proc.memory_info().rss)
                     viewers_peak = max(viewers_peak, hub.viewers)
+                    slots_peak = max(slots_peak, slots.open)
                     if time.monotonic() - w_t >= 5.0:
                         rss_series.append(round(proc.memory_info().rss / 2**20, 1))
                         windows.append((pipe.publish_stage.processed - w_n) / (time.monotonic() - w_t))
@@ -151,6 +157,8 @@ def test_stalled_and_dropping_clients(fault_report):
             # the clients are gone: viewers, threads and memory back to where they were
             settle = wait_until(lambda: hub.viewers == viewers_before, 15, 0.1)
             assert settle is not None, f"{hub.viewers} viewers left (baseline {viewers_before})"
+            assert wait_until(lambda: slots.open == slots_before, 5, 0.1) is not None, \
+                f"{slots.open} stream slots held (baseline {slots_before})"
             threads_ok = wait_until(lambda: threading.active_count() <= threads_before + 1, 10, 0.1)
             assert threads_ok is not None, [t.name for t in threading.enumerate()]
             rss_after = proc.memory_info().rss
@@ -177,6 +185,10 @@ def test_stalled_and_dropping_clients(fault_report):
         "storm_fps_min_5s_window": round(min(windows), 2) if windows else None,
         "after_fps": round(after_fps, 2),
         "viewers_peak": viewers_peak,
+        "stream_slots_peak": slots_peak,
+        "stream_slots_limit": slots.limit,
+        "streams_refused_by_cap": slots.refused,
+        "http_503_share": round(st["status"].get("503", 0) / max(1, st["connects"]), 4),
         "healthz": {"ok": health["ok"], "failed": health["bad"], "max_ms": round(health["max_s"] * 1000, 1)},
         "threads_before": threads_before,
         "threads_after": threads_after,
@@ -193,9 +205,10 @@ def test_stalled_and_dropping_clients(fault_report):
     assert st["connects"] >= 60 and st["drops"] >= 50, st  # the storm really happened
     assert st["status"].get("200", 0) >= st["drops"], st
     assert fault_report["http_500"] == 0, st
-    # 503 is the stream cap (server.threads - 8) doing its job: a dropped stream keeps its slot
-    # until the server's next write to it fails (one frame interval); reported, bounded
-    assert st["status"].get("503", 0) <= 0.25 * st["connects"], st
+    # 503 is the stream cap (server.threads - 8 = 88): at most 61 clients are connected at once,
+    # and a dropped stream frees its slot as soon as its socket closes (not at the next frame's
+    # failed write), so dead viewers no longer crowd out live ones
+    assert st["status"].get("503", 0) <= 0.01 * st["connects"], st
     assert viewers_peak >= 40, viewers_peak  # stalled + droppers were attached at once
     assert health["bad"] == 0 and health["max_s"] < 2.0, health
     assert storm_fps >= 0.9 * base_fps, (storm_fps, base_fps)

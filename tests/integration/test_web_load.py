@@ -32,9 +32,12 @@ def test_fifty_readers_ten_stalled():
         stop = threading.Event()
 
         def drain(resp_iter):
-            for _ in resp_iter:
-                if stop.is_set():
-                    break
+            try:
+                for _ in resp_iter:
+                    if stop.is_set():
+                        break
+            except Exception:  # noqa: BLE001 - the test closes the response under this thread
+                pass
 
         threading.Thread(target=drain, args=(it,), daemon=True).start()
         time.sleep(1.0)
@@ -89,9 +92,10 @@ def test_fifty_readers_ten_stalled():
         for s in socks:
             s.close()
         one.close()
+        slots = srv.app.extensions["vigil_streams"]
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and hub.viewers > 0:
+        while time.monotonic() < deadline and (hub.viewers > 0 or slots.open > 0):
             time.sleep(0.1)
-        assert hub.viewers == 0
+        assert hub.viewers == 0 and slots.open == 0, (hub.viewers, slots.open)
         assert srv._server.task_dispatcher.active_count == 0 if hasattr(srv._server.task_dispatcher, "active_count") else True
         assert threading.active_count() <= threads_before + 2

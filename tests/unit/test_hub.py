@@ -302,3 +302,69 @@ def test_bad_arguments():
     hub = FrameHub()
     with pytest.raises(ValueError):
         hub.publish(np.zeros((4, 4, 3), np.float32), 0, 0.0)
+
+
+def test_cancel_wakes_that_viewer_alone_at_once():
+    """The server calls Viewer.cancel() from its own thread when the client disconnects: a
+    viewer waiting for a frame (or in an fps-cap pause) returns None at once, the others keep
+    waiting, and mjpeg_parts() ends, so the stream's thread and slot are free again."""
+    hub = FrameHub()
+    hub.publish(_img(0), 0, 0.0)
+    ready = threading.Barrier(4)
+    woke: dict[str, tuple[float, object]] = {}
+    viewers: dict = {}
+
+    def wait(name: str, min_interval: float) -> None:
+        with hub.subscribe() as v:
+            viewers[name] = v
+            assert v.next(1.0) is not None  # consume the current frame
+            ready.wait(5)
+            r = v.next(10.0, min_interval=min_interval)
+            woke[name] = (time.monotonic(), r)
+
+    ths = {n: threading.Thread(target=wait, args=(n, mi), daemon=True)
+           for n, mi in (("frame", 0.0), ("capped", 30.0), ("other", 0.0))}
+    for t in ths.values():
+        t.start()
+    ready.wait(5)
+    time.sleep(0.1)  # all three are waiting now
+    t0 = time.monotonic()
+    viewers["frame"].cancel()
+    viewers["capped"].cancel()
+    ths["frame"].join(2)
+    ths["capped"].join(2)
+    assert woke["frame"][1] is None and woke["capped"][1] is None
+    assert max(woke["frame"][0], woke["capped"][0]) - t0 < 0.5, woke
+    time.sleep(0.1)
+    assert "other" not in woke and hub.viewers == 1  # not woken by the others' cancel
+    hub.publish(_img(1), 1, 1.0)
+    ths["other"].join(2)
+    assert woke["other"][1].seq == 1  # still served
+    assert hub.viewers == 0
+    viewers["frame"].cancel()  # idempotent, harmless after the subscription ended
+
+    # mjpeg_parts: a cancel() while it waits ends the generator; gone() ends it before a part
+    hub.publish(_img(2), 2, 2.0)
+    with hub.subscribe() as v:
+        done: list[float] = []
+
+        def consume() -> None:
+            for _ in mjpeg_parts(v, timeout=30.0):
+                pass
+            done.append(time.monotonic())
+
+        th = threading.Thread(target=consume, daemon=True)
+        th.start()
+        time.sleep(0.2)  # got the newest frame, now waiting for the next
+        t0 = time.monotonic()
+        v.cancel()
+        th.join(2)
+        assert done and done[0] - t0 < 0.5
+    gone = [False]
+    with hub.subscribe() as v:
+        gen = mjpeg_parts(v, timeout=0.05, gone=lambda: gone[0])
+        assert next(gen).startswith(b"--frame")
+        gone[0] = True
+        hub.publish(_img(3), 3, 3.0)  # a frame is ready, but the client has gone
+        assert list(gen) == []
+    assert hub.viewers == 0 and hub.stats()["frames_sent"] >= 1
