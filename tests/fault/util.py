@@ -5,23 +5,12 @@ import contextlib
 import random
 import socket
 import threading
-import time
-from typing import Any, Callable, Iterator, Optional
+from typing import Iterator
 
 import requests
 
+from tests.timing import wait_until  # noqa: F401 - the fault tests import it from here
 from web.server import VigilServer
-
-
-def wait_until(pred: Callable[[], Any], timeout: float, step: float = 0.02) -> Optional[float]:
-    """Seconds until pred() was truthy, or None after `timeout`."""
-    t0 = time.monotonic()
-    while True:
-        if pred():
-            return time.monotonic() - t0
-        if time.monotonic() - t0 >= timeout:
-            return None
-        time.sleep(step)
 
 
 @contextlib.contextmanager

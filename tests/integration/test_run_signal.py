@@ -15,10 +15,18 @@ import yaml
 
 from tests.conftest import ROOT, SHARED_DATA
 from tests.integration.webutil import free_port
+from tests.timing import OtherLoad, RunQueue, wait_exit_sampling, wait_until
+
+# cores taken by other processes during the exit below which the machine counts as quiet
+QUIET_CORES = 0.25
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_run_serves_and_stops_within_two_seconds(tmp_path, sig):
+    """The exit is timed from the signal to the process's end. On a quiet machine that wall
+    time is judged as it is; when other processes take the CPU (a shared 2-core box), the time
+    the process's main thread (which runs the exit) spent runnable but waiting for a CPU is
+    taken out first: a blocking join or a slow teardown still fails, a busy neighbour does not."""
     port = free_port()
     cfg = {"server": {"port": port}, "paths": {"data": str(tmp_path / "data")},
            "cameras": [{"name": "a", "source": "synthetic:crossing", "detector": "none"},
@@ -32,43 +40,53 @@ def test_run_serves_and_stops_within_two_seconds(tmp_path, sig):
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
+        if not line:
+            proc.wait(10)
+            pytest.fail(f"main.py run exited ({proc.returncode}) before printing its URL: "
+                        f"{proc.stderr.read()[-3000:]}")
         assert f"http://127.0.0.1:{port}/" in line, line
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
+
+        def ready() -> bool:
             try:
-                if requests.get(base + "/readyz", timeout=2).status_code == 200:
-                    break
+                return requests.get(base + "/readyz", timeout=2).status_code == 200
             except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        got = []
+                return False
+        assert wait_until(ready, 30, 0.2) is not None, "main.py run never became ready"
         streams = [requests.get(base + f"/stream/{c['name']}.mjpg", stream=True, timeout=10)
                    for c in cfg["cameras"]]
+        got = [0] * len(streams)
 
-        def drain(r):
+        def drain(i, r):
             try:
                 for chunk in r.iter_content(8192):
-                    got.append(len(chunk))
+                    got[i] += len(chunk)
             except requests.RequestException:
                 pass
 
-        threads = [threading.Thread(target=drain, args=(r,), daemon=True) for r in streams]
+        threads = [threading.Thread(target=drain, args=(i, r), daemon=True) for i, r in enumerate(streams)]
         for t in threads:
             t.start()
-        time.sleep(1.0)
-        assert got, "streams deliver frames"
+        assert wait_until(lambda: all(got), 15) is not None, f"streams deliver frames: {got}"
+        rq = RunQueue(pid=proc.pid)
+        load = OtherLoad(proc.pid)
         t0 = time.monotonic()
         os.kill(proc.pid, sig)
-        rc = proc.wait(timeout=5)
+        rc = wait_exit_sampling(proc, 5.0, rq, load)
         took = time.monotonic() - t0
-        assert took < 2.0, f"exit took {took:.2f} s"
+        assert rc is not None, "main.py run still running 5 s after the signal"
         assert rc == 0
         for t in threads:
             t.join(2)
             assert not t.is_alive(), "an open stream was left hanging"
         err = proc.stderr.read()
         assert "Traceback" not in err, err
+        others, waited = load.cores(), rq.waited_s()
+        judged = took if others < QUIET_CORES else took - waited
+        print(f"\nexit {took:.2f} s; main thread waited {waited:.2f} s for a CPU; other processes "
+              f"used {others:.2f} cores; judged {judged:.2f} s")
+        assert judged < 2.0, (f"exit took {took:.2f} s (main thread waited {waited:.2f} s of it for a "
+                              f"CPU, other processes used {others:.2f} cores)")
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -9,6 +9,8 @@ clip writers come and go),
 the cameras' fps steady (min >= 90 % of the median of 10-s intervals), RSS growth between
 the first and last judged samples under RSS_TOL_PCT (why 8 % and not the soak's 5 %: below).
 A slow leak needs the long run (`--minutes 30`, 5 %): 3 minutes cannot separate it from noise.
+Only a published-fps dip can be excused by load (xfail), and only interval by interval: see
+the end of the test.
 """
 from __future__ import annotations
 
@@ -28,6 +30,8 @@ MINUTES, WARMUP_S, SAMPLE_S = 3, 100, 10
 # 8 % keeps that noise out and still fails a real leak: one 768x576 frame kept per second is
 # +80 MB/min, +20 % over the judged 80 s.
 RSS_TOL_PCT = 8.0
+# cores other processes must be using in an interval to excuse a published-fps dip in it
+LOADED_CORES = 0.5
 
 
 @pytest.mark.timeout(MINUTES * 60 + 150)
@@ -60,11 +64,27 @@ def test_soak_two_minutes(tmp_path, models_dir, samples_dir) -> None:
         # capture is paced to the source: steady whatever the load
         assert per["source_fps"]["pass"], f"{cam} source fps unsteady: {per['source_fps']}"
         assert per["source_fps"]["median"] > 20, f"{cam}: {per['source_fps']}"
+    # Published fps: on a 2-core machine shared with other jobs the newest-frame-only pipeline
+    # drops frames by design while others take the CPU. A dip is excused (xfail) only when every
+    # 10-s interval that dipped had other processes using >= LOADED_CORES in that same interval;
+    # a dip while the machine was quiet, or a pipeline that published nothing for a whole
+    # interval (frozen), fails whatever the load.
+    judged = [s for s in res["series"] if s["t"] >= WARMUP_S]
+    excused = {}
     for cam, per in v["fps"]["cameras"].items():
         pub = per["published_fps"]
-        if not pub["pass"] and (v["fps"]["others_cores_max"] or 0) >= 0.5:
-            # a 2-core machine shared with other jobs: the newest-frame-only pipeline drops
-            # frames by design when others take the CPU; the dip says nothing about Vigil
-            pytest.xfail(f"{cam} published fps dipped ({pub}) while other processes used up to "
-                         f"{v['fps']['others_cores_max']} cores")
-        assert pub["pass"], f"{cam} published fps unsteady: {pub} (others' load {v['fps']})"
+        assert "min" in pub, f"{cam}: {pub}"
+        assert pub["min"] > 0, f"{cam} published nothing for a whole {SAMPLE_S} s interval: {pub}"
+        if pub["pass"]:
+            continue
+        floor = (1.0 - v["fps"]["tolerance"]) * pub["median"]
+        dips = [(s["t"], s["cameras"][cam]["published_fps"], s.get("others_cores")) for s in judged
+                if s["cameras"][cam]["published_fps"] is not None
+                and s["cameras"][cam]["published_fps"] < floor]
+        quiet = [d for d in dips if (d[2] or 0.0) < LOADED_CORES]
+        assert dips and not quiet, (f"{cam} published fps unsteady with the machine quiet "
+                                    f"(t, fps, others' cores): {quiet or pub}")
+        excused[cam] = dips
+    if excused:
+        pytest.xfail(f"published fps dipped only while other processes took the CPU "
+                     f"(t, fps, others' cores): {excused}")

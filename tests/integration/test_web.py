@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from tests.integration.webutil import make_config, read_mjpeg_parts, running_server
+from tests.timing import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -202,6 +203,7 @@ def test_shutdown_with_open_streams_within_two_seconds():
     cfg = make_config(cameras=[{"name": "cross", "source": "synthetic:crossing", "detector": "none"}])
     with running_server(cfg) as srv:
         done = []
+        hub = srv.vigil.pipelines["cross"].overlay_hub
 
         def viewer():
             try:
@@ -215,13 +217,19 @@ def test_shutdown_with_open_streams_within_two_seconds():
         ts = [threading.Thread(target=viewer, daemon=True) for _ in range(4)]
         for t in ts:
             t.start()
-        time.sleep(1.0)
+        # the four streams are open (served by the hub) before the shutdown, however slow the box
+        assert wait_until(lambda: hub.viewers >= 4, 15) is not None, hub.viewers
         before = threading.active_count()
         t0 = time.monotonic()
         assert srv.shutdown(timeout=2.0)
         took = time.monotonic() - t0
         for t in ts:
             t.join(3)
+        print(f"\nshutdown with 4 open streams: {took:.2f} s")
+        # shutdown() bounds its own waits by its timeout (2 s): 0.5 s is for the wake-ups
         assert took < 2.5, took
         assert len(done) == 4
-    assert threading.active_count() < before
+    # the server's threads (waitress workers, pipeline, the serving thread) end: polled, as
+    # joins of threads that are already told to stop can take a moment on a loaded machine
+    assert wait_until(lambda: threading.active_count() < before, 5) is not None, \
+        [t.name for t in threading.enumerate()]

@@ -1,6 +1,7 @@
 """Event clips: pre-roll from the ring, post-roll, extension by later events, bounded disk."""
 from __future__ import annotations
 
+import threading
 import time
 
 import av
@@ -8,6 +9,17 @@ import numpy as np
 
 from core.types import Frame
 from stream.clips import ClipRecorder
+from tests.timing import wait_until
+
+
+def _close(rec: ClipRecorder) -> None:
+    """close(), then wait for the clip writers (threads clip-<camera>) to finish: close() gives
+    them 2 s of wall time, which a loaded machine can use up before an encode is done."""
+    rec.close()
+
+    def busy() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == f"clip-{rec.camera}" and t.is_alive()]
+    assert wait_until(lambda: not busy(), 30) is not None, busy()
 
 
 def _frames(n, start=0, fps=25.0, size=(64, 96), noise=False):
@@ -32,7 +44,7 @@ def test_clip_has_pre_and_post_roll(tmp_path):
     name = rec.trigger(frames[99].ts)
     for f in frames[100:]:
         rec.add(f)
-    rec.close()
+    _close(rec)
     p = rec.path(name)
     assert p is not None and p.suffix == ".mp4"
     n = _count(p)
@@ -51,7 +63,7 @@ def test_event_during_clip_extends_it(tmp_path):
     b = rec.trigger(frames[69].ts)  # while recording: same clip, later end
     for f in frames[70:]:
         rec.add(f)
-    rec.close()
+    _close(rec)
     assert a == b and rec.stats()["started"] == 1
     assert 55 <= _count(rec.path(a)) <= 65  # 0.4 s + (69-49)/25 s + 1 s
 
@@ -72,7 +84,7 @@ def test_disk_bound_and_name_checks(tmp_path):
         if i % 50 == 10:
             names.append(rec.trigger(f.ts, wall_ts=1_700_000_000 + i))
             time.sleep(0.01)
-    rec.close()
+    _close(rec)
     files = list((tmp_path / "cam").glob("*.mp4"))
     assert len(files) < len(set(names))  # oldest trimmed to stay under max_mb
     assert sum(p.stat().st_size for p in files) <= 0.5 * 2**20 + max(p.stat().st_size for p in files)

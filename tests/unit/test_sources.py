@@ -13,6 +13,7 @@ from core.uri import parse_uri, redact_uri
 from stream.errors import SourceError
 from stream.sources import OpenCVSource, PyAVSource, VideoSource, open_source
 from stream.synthetic import SyntheticSource
+from tests.timing import best_of, wait_until
 
 BACKENDS = ["opencv", "pyav"]
 
@@ -211,27 +212,41 @@ def test_close_from_another_thread_while_reading(backend, tmp_path):
     """A stop from another thread: close() returns at once; the reader ends with None."""
     path = tmp_path / "clip.avi"
     _write_clip(path, 60)
-    src = open_source(str(path), backend=backend)
-    src.open()
-    results: list[object] = []
 
-    def reader() -> None:
-        while True:
-            img = src.read()
-            results.append(img)
-            if img is None:
-                return
-            time.sleep(0.002)
+    def once() -> float | None:
+        """Seconds close() took while the reader was mid-clip; None when a loaded machine let
+        the reader finish the clip before close() ran (that run proves nothing: run again)."""
+        src = open_source(str(path), backend=backend)
+        src.open()
+        results: list[object] = []
 
-    t = threading.Thread(target=reader)
-    t.start()
-    time.sleep(0.02)
-    t0 = time.monotonic()
-    src.close()
-    assert time.monotonic() - t0 < 0.5
-    t.join(timeout=5)
-    assert not t.is_alive()
-    assert results[-1] is None and len(results) < 61
+        def reader() -> None:
+            while True:
+                img = src.read()
+                results.append(img)
+                if img is None:
+                    return
+                time.sleep(0.002)
+
+        t = threading.Thread(target=reader)
+        t.start()
+        assert wait_until(lambda: results, 5) is not None, "the reader got no frame"
+        t0 = time.monotonic()
+        src.close()
+        took = time.monotonic() - t0
+        n_at_close = len(results)
+        t.join(timeout=5)
+        assert not t.is_alive()
+        assert results[-1] is None
+        if n_at_close >= 61:
+            return None
+        # the reader ends right after close: at most the read in flight still returns a frame
+        assert len(results) <= n_at_close + 3, (n_at_close, len(results))
+        return took
+
+    took = best_of(once, lambda s: s is not None and s < 0.5)
+    assert any(s is not None for s in took), "the reader always finished the clip before close()"
+    assert min(s for s in took if s is not None) < 0.5, took
 
 
 def _garble_frames(src: Path, dst: Path, which: tuple[int, ...]) -> None:

@@ -1,6 +1,7 @@
 """EventStore: group commit, acknowledgement after commit, queries, retention, snapshots, ids."""
 from __future__ import annotations
 
+import itertools
 import sqlite3
 import threading
 import time
@@ -10,6 +11,7 @@ import pytest
 from core.types import Event, EventKind
 from events.bus import EventBus
 from events.store import EventStore, EventStoreClosed, EventStoreError, EventStoreFull
+from tests.timing import best_of
 
 NOW = time.time()
 
@@ -42,20 +44,38 @@ def test_many_submits_few_commits_and_ids_kept(store):
 
 
 def test_batch_window_groups_a_trickle(tmp_path):
-    with EventStore(tmp_path / "e.db", batch_ms=400) as s:
-        t0 = time.monotonic()
-        futs = []
-        for i in range(8):
-            futs.append(s.submit(ev()))
-            time.sleep(0.01)
-        assert not futs[0].done()  # not acknowledged before its commit
-        [f.result(5) for f in futs]
-        assert s.stats()["commits"] == 1
-        assert time.monotonic() - t0 >= 0.35
-        # put() is urgent: it does not wait out the window
-        t0 = time.monotonic()
-        s.put(ev())
-        assert time.monotonic() - t0 < 0.3
+    """8 submits 10 ms apart (~0.1 s) fall in one 400 ms window: one commit. A run in which a
+    loaded machine stretched the trickle past half the window proves nothing either way and is
+    run again on a fresh store (up to 3 runs); a trickle that fits is always judged."""
+    def trickle(k: int) -> float:
+        with EventStore(tmp_path / f"e{k}.db", batch_ms=400) as s:
+            t0 = time.monotonic()
+            futs = []
+            for i in range(8):
+                futs.append(s.submit(ev()))
+                time.sleep(0.01)
+            early = futs[0].done()
+            span = time.monotonic() - t0
+            if span >= 0.2:
+                return span
+            assert not early  # not acknowledged before its commit
+            [f.result(5) for f in futs]
+            assert s.stats()["commits"] == 1
+            assert time.monotonic() - t0 >= 0.35
+            return span
+
+    runs = itertools.count()
+    spans = best_of(lambda: trickle(next(runs)), lambda span: span < 0.2)
+    assert min(spans) < 0.2, f"8 submits 10 ms apart never fitted in 0.2 s: {spans}"
+
+    # put() is urgent: it does not wait out the window (re-measured on a delayed run)
+    with EventStore(tmp_path / "put.db", batch_ms=400) as s:
+        def put() -> float:
+            t0 = time.monotonic()
+            s.put(ev())
+            return time.monotonic() - t0
+        took = best_of(put, lambda t: t < 0.3)
+        assert min(took) < 0.3, took
 
 
 def test_ack_means_committed_and_visible(store):
