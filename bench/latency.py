@@ -1,8 +1,8 @@
 """Capture-to-publish latency with a live-paced source, measured two ways in one run:
 
 pipeline : capture ts -> the overlay frame handed to the hub (the pipeline's own ring)
-http     : capture ts (X-Capture-Ts header, monotonic clock) -> arrival of the MJPEG part at
-           an HTTP client in the same process (same monotonic clock), through waitress.
+http     : capture time (X-Capture-Ts header, epoch seconds) -> arrival of the MJPEG part at
+           an HTTP client on the same machine (same clock), through waitress.
 """
 from __future__ import annotations
 
@@ -47,19 +47,19 @@ def measure(source: str, detector: str, seconds: float, detect_every: int = 1) -
                     if len(buf) < i + 4 + n + 2:
                         break
                     now = time.monotonic()
+                    arrived = time.time()
                     buf = buf[i + 4 + n + 2:]
                     if now >= warm:
-                        http.append(now - float(hdr["X-Capture-Ts"]))
+                        http.append(arrived - float(hdr["X-Capture-Ts"]))
                 if time.monotonic() > end:
                     break
-        p = srv.vigil.pipelines["lat"]
-        pipe = p.latency.values()
-        snap = p.snapshot()
+        pipe = srv.vigil.pipelines["lat"].latency.values()
+        st = srv.vigil.camera("lat").status()
     return {"source": source, "detector": detector, "detect_every": detect_every,
             "pipeline_ms": _pct(pipe), "http_ms": _pct(http),
             "http_samples_ms": [round(x * 1000.0, 2) for x in http],
             "pipeline_samples_ms": [round(x * 1000.0, 2) for x in pipe],
-            "source_fps": snap["capture"]["fps"], "published_fps": snap["stages"]["publish"]["fps"]}
+            "source_fps": st.capture.fps, "published_fps": st.stages["publish"].fps}
 
 
 def benchmark(source: str = "synthetic:crossing", detector: str = "none", seconds: float = 8.0,

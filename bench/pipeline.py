@@ -74,7 +74,7 @@ def run_pipeline(path: str, n: int, with_tracks: bool = False) -> dict[str, floa
     from stream.analyzer import build_analyzer
     from stream.exposure import LongExposure
     from stream.overlay import StatusInfo, draw_overlay
-    from web.hub import FrameHub
+    from stream.hub import FrameHub
 
     cfg = parse_config({"cameras": [{"name": "bench", "source": "synthetic:crossing", "detector": "none"}]})
     an = build_analyzer(cfg.cameras[0], cfg)

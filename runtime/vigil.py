@@ -1,7 +1,12 @@
-"""Everything a running Vigil holds: one pipeline per camera and the event bus.
+"""Everything a running Vigil holds: one pipeline per camera, the event bus, the event store
+and the sinks. The web layer sees cameras only through the camera interface (`cameras`).
 
 A camera whose pipeline cannot even be built (missing model file, bad detector
-parameter) is kept as a FAILED entry with its message; the others run.
+parameter) is kept as a FAILED camera with its message; the others run.
+
+Readiness (`readiness()`, served as /readyz): ready when every enabled camera has shown a
+frame or reached an end it will not leave by itself (FAILED, ENDED), and at least one camera
+works (is not FAILED). A failed camera is listed, and makes the answer `degraded`.
 """
 from __future__ import annotations
 
@@ -10,13 +15,15 @@ import threading
 import time
 from typing import Any
 
-from core.config import VigilConfig
-from core.types import Event, EventKind
 from pathlib import Path
 
+from core.camera import Camera
+from core.config import VigilConfig
+from core.types import Event, EventKind, SourceState
 from events.bus import EventBus
 from events.store import EventStore
 from events.webhook import WebhookSink
+from stream.camera import FailedCamera, LocalCamera
 from stream.pipeline import CameraPipeline
 
 log = logging.getLogger("vigil.runtime")
@@ -45,8 +52,9 @@ class Vigil:
                 self.webhooks.append(sink)
                 bus.add_sink(sink)
         self.bus = bus
-        self.pipelines: dict[str, CameraPipeline] = {}
+        self.pipelines: dict[str, CameraPipeline] = {}  # runtime-internal: lifecycle only
         self.failed: dict[str, str] = {}
+        self.cameras: dict[str, Camera] = {}  # every enabled camera, in config order
         self.started_at = time.time()
         self._stopped = threading.Event()
 
@@ -58,33 +66,40 @@ class Vigil:
                 p = CameraPipeline(cam, self.cfg, sink=self.bus.publish)
                 p.start()
                 self.pipelines[cam.name] = p
+                self.cameras[cam.name] = LocalCamera(p)
             except Exception as e:  # noqa: BLE001 - one camera never stops the others
                 msg = f"{type(e).__name__}: {e}" if not str(e).startswith(cam.name) else str(e)
                 log.error("[%s] cannot start: %s", cam.name, msg)
                 self.failed[cam.name] = msg
+                self.cameras[cam.name] = FailedCamera(cam.name, cam.detector, cam.source, msg)
                 self.bus.publish(Event(EventKind.CAMERA_STATE, cam.name,
                                        data={"from": "CONNECTING", "to": "FAILED", "message": msg}))
         return self
 
     def camera_names(self) -> list[str]:
-        return [c.name for c in self.cfg.cameras if c.enabled]
+        return list(self.cameras)
 
-    def has_camera(self, name: str) -> bool:
-        return name in self.pipelines or name in self.failed
+    def camera(self, name: str) -> Camera | None:
+        return self.cameras.get(name)
 
-    def camera_info(self, name: str) -> dict[str, Any]:
-        if name in self.pipelines:
-            return self.pipelines[name].snapshot()
-        cam = self.cfg.camera(name)
-        return {"name": name, "state": "FAILED", "detector": cam.detector,
-                "capture": {"state": "FAILED", "last_error": self.failed.get(name)},
-                "stages": {}, "latency_ms": {"p50": None, "p95": None},
-                "viewers": {"overlay": 0, "exposure": 0}, "tracks": 0, "counters": {}}
+    def readiness(self) -> dict[str, Any]:
+        """{"ready", "degraded", "cameras": {name: state}, "failed": [...], "starting": [...]}
+        (see the module docstring)."""
+        states, failed, starting = {}, [], []
+        for name, cam in self.cameras.items():
+            st = cam.status()
+            states[name] = st.state
+            if st.state == SourceState.FAILED:
+                failed.append(name)
+            elif not st.ready:
+                starting.append(name)
+        working = len(states) - len(failed)
+        return {"ready": not starting and working > 0, "degraded": bool(failed),
+                "cameras": states, "failed": failed, "starting": starting}
 
-    def ready(self) -> bool:
-        """Ready when every started camera has produced a frame once (or ended/failed)."""
-        return all(p.capture.frames_in > 0 or p.capture.state.value in ("FAILED", "ENDED")
-                   for p in self.pipelines.values())
+    def sinks(self) -> list[dict[str, Any]]:
+        """Health of every event sink (webhooks today): counts, queue, last error."""
+        return [wh.stats() for wh in self.webhooks]
 
     def stop(self, timeout: float = 2.0) -> bool:
         if self._stopped.is_set():

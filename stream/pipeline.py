@@ -32,10 +32,9 @@ from stream.clips import ClipRecorder
 from stream.exposure import LongExposure
 from stream.overlay import StatusInfo, draw_overlay, grey_out
 from stream.slot import LatestSlot
-from core.uri import redact_uri
 from stream.sources import open_source
 from stream.stats import LatencyRing, RateMeter
-from web.hub import FrameHub
+from stream.hub import FrameHub
 
 log = logging.getLogger("vigil.pipeline")
 
@@ -86,6 +85,7 @@ class CameraPipeline:
             pace=True, loop=cam.loop, fps_override=cam.fps, resize=resize, on_state=self._on_state)
         self._det_slot: LatestSlot[Frame] = LatestSlot()
         self._results: deque[tuple[Frame, Detections]] = deque(maxlen=8)
+        self.results_dropped = 0  # detector results overwritten before the tracker took them
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.detect_stage = StageCounters()
@@ -171,6 +171,8 @@ class CameraPipeline:
                 log.exception("[%s] detector failed on seq %d", self.name, frame.seq)
                 continue
             self.detect_stage.record(time.perf_counter() - t0)
+            if len(self._results) == self._results.maxlen:
+                self.results_dropped += 1
             self._results.append((frame, dets))
 
     def _process_loop(self) -> None:
@@ -228,9 +230,9 @@ class CameraPipeline:
             draw_overlay(img, tracks, self.analyzer.trails(), self.analyzer.class_names,
                          zones=self.analyzer.zone_draws(), lines=self.analyzer.line_draws(),
                          status=self.status(), banner=None, coasting=self.analyzer.coasting(tracks))
-            self.overlay_hub.publish(img, frame.seq, frame.ts)
+            self.overlay_hub.publish(img, frame.seq, frame.ts, frame.wall_ts)
         if self.exposure_hub.has_viewers():
-            self.exposure_hub.publish(self.exposure.image(), frame.seq, frame.ts)
+            self.exposure_hub.publish(self.exposure.image(), frame.seq, frame.ts, frame.wall_ts)
 
     def _publish_stale(self) -> None:
         """While not LIVE, show the last frame greyed with a banner (never a silent freeze)."""
@@ -248,27 +250,10 @@ class CameraPipeline:
             banner = f"RECONNECTING (attempt {self.capture.attempts})"
         img = grey_out(frame.image)
         draw_overlay(img, Tracks.empty(), None, None, None, None, self.status(state), banner)
-        self.overlay_hub.publish(img, frame.seq, frame.ts)
+        self.overlay_hub.publish(img, frame.seq, frame.ts, frame.wall_ts)
 
-    # ------------------------------------------------------------ API view
-    def snapshot(self) -> dict[str, Any]:
-        lat = self.latency.percentiles(50, 95)
-        return {
-            "name": self.name,
-            "source": redact_uri(self.cam.source),
-            "detector": self.cam.detector,
-            "detect_every": self.cam.detect_every,
-            "capture": self.capture.snapshot(),
-            "state": self.capture.state.value,
-            "stages": {
-                "detect": self.detect_stage.snapshot(),
-                "track": self.track_stage.snapshot(),
-                "publish": self.publish_stage.snapshot(),
-            },
-            "latency_ms": {"p50": None if lat[0] is None else round(lat[0] * 1000, 2),
-                           "p95": None if lat[1] is None else round(lat[1] * 1000, 2)},
-            "viewers": {"overlay": self.overlay_hub.viewers, "exposure": self.exposure_hub.viewers},
-            "tracks": len(self.latest_tracks),
-            "counters": self.analyzer.counters(),
-            "clips": None if self.clips is None else self.clips.stats(),
-        }
+    @property
+    def detector_dropped(self) -> int:
+        """Frames handed to the detector that it never ran on (a newer one replaced them while
+        it was busy), plus results lost before the tracker applied them."""
+        return self._det_slot.dropped + self.results_dropped

@@ -16,16 +16,17 @@ from typing import Any, Callable, Iterator
 from flask import Flask, Response, jsonify, redirect, render_template, request, send_file
 from werkzeug.exceptions import HTTPException
 
-from web import auth
-from web.hub import FrameHub, mjpeg_content_type, mjpeg_parts
-from web.metrics import Metrics
+from core.camera import Camera, JpegFrame, StreamKind
+from core.types import EventKind
 from runtime.vigil import Vigil
+from web import auth
+from web.metrics import Metrics
+from web.mjpeg import mjpeg_content_type, mjpeg_parts
 
 log = logging.getLogger("vigil.web")
 
 CAMERA_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-EVENT_KINDS = {"track_started", "track_ended", "zone_enter", "zone_leave", "line_crossed",
-               "text_read", "defect_found", "part_passed", "camera_state"}
+EVENT_KINDS = frozenset(k.value for k in EventKind)
 
 
 # set by web.server's waitress channel (see web/server.py); absent under other servers
@@ -105,10 +106,8 @@ def create_app(vigil: Vigil, stop_event: threading.Event | None = None) -> Flask
         resp.status_code = status
         return resp
 
-    def pipeline_or_404(camera: str):
-        if not CAMERA_RE.match(camera) or not vigil.has_camera(camera):
-            return None
-        return vigil.pipelines.get(camera)
+    def camera_or_none(camera: str) -> Camera | None:
+        return vigil.camera(camera) if CAMERA_RE.match(camera) else None
 
     def unknown_camera(camera: str) -> Response:
         return json_error(404, f"unknown camera {camera[:64]!r}", cameras=vigil.camera_names())
@@ -121,7 +120,10 @@ def create_app(vigil: Vigil, stop_event: threading.Event | None = None) -> Flask
         gone = env.get(CLIENT_DISCONNECTED)
         return on_close, gone, (timeout if on_close is not None else min(timeout, GONE_POLL_S))
 
-    def stream_response(hub: FrameHub) -> Response:
+    def stream_response(cam: Camera, kind: StreamKind) -> Response:
+        hub = cam.frames(kind)
+        if hub is None:
+            return json_error(503, f"camera {cam.name!r} has no frames ({cam.status().state})")
         width = _num("width", 32, 3840)
         fps = _num("fps", 0.1, 120, float)
         on_close, gone, wait_s = client_watch()
@@ -150,22 +152,14 @@ def create_app(vigil: Vigil, stop_event: threading.Event | None = None) -> Flask
         resp.headers["X-Accel-Buffering"] = "no"
         return resp
 
-    def still_response(hub: FrameHub, wait_new: bool) -> Response:
-        width = _num("width", 32, 3840)
-        frame = None
-        if wait_new:
-            # subscribing makes the publisher draw; take the next frame (or the newest on timeout)
-            with hub.subscribe() as viewer:
-                frame = viewer.next(timeout=2.0, width=width)
+    def still_response(cam: Camera, kind: StreamKind) -> Response:
+        frame: JpegFrame | None = cam.snapshot(kind, _num("width", 32, 3840))
         if frame is None:
-            frame = hub.latest(width)
-        if frame is None:
-            return json_error(503, "no frame yet for this camera")
+            return json_error(503, f"no frame yet for camera {cam.name!r} ({cam.status().state})")
         resp = Response(frame.data, content_type="image/jpeg")
         resp.headers["Cache-Control"] = "no-store"
         resp.headers["X-Frame-Seq"] = str(frame.seq)
-        resp.headers["X-Capture-Ts"] = f"{frame.ts:.6f}"
-        resp.headers["X-Timestamp"] = f"{frame.wall_ts:.6f}"
+        resp.headers["X-Capture-Ts"] = f"{frame.wall_ts:.6f}"  # epoch seconds
         return resp
 
     # ------------------------------------------------------------ auth
@@ -199,67 +193,54 @@ def create_app(vigil: Vigil, stop_event: threading.Event | None = None) -> Flask
         return render_template("login.html", error=error), (401 if error else 200)
 
     # ------------------------------------------------------------ pages
+    def camera_dicts() -> list[dict[str, Any]]:
+        return [c.status().to_dict() for c in vigil.cameras.values()]
+
     @app.get("/")
     def index():
-        cams = [vigil.camera_info(n) for n in vigil.camera_names()]
-        return render_template("index.html", cameras=cams, auth=bool(token))
+        return render_template("index.html", cameras=camera_dicts(), auth=bool(token))
 
     # ------------------------------------------------------------ streams
-    @app.get("/stream/<camera>.mjpg")
-    def stream(camera: str):
-        p = pipeline_or_404(camera)
-        return stream_response(p.overlay_hub) if p else unknown_camera(camera)
+    def _route_stream(kind: StreamKind, still: bool) -> Callable[[str], Response]:
+        def view(camera: str) -> Response:
+            cam = camera_or_none(camera)
+            if cam is None:
+                return unknown_camera(camera)
+            return still_response(cam, kind) if still else stream_response(cam, kind)
+        return view
 
-    @app.get("/exposure/<camera>.mjpg")
-    def exposure_stream(camera: str):
-        p = pipeline_or_404(camera)
-        return stream_response(p.exposure_hub) if p else unknown_camera(camera)
-
-    @app.get("/snapshot/<camera>.jpg")
-    def snapshot(camera: str):
-        p = pipeline_or_404(camera)
-        return still_response(p.overlay_hub, True) if p else unknown_camera(camera)
-
-    @app.get("/exposure/<camera>.jpg")
-    def exposure_still(camera: str):
-        p = pipeline_or_404(camera)
-        return still_response(p.exposure_hub, True) if p else unknown_camera(camera)
+    app.add_url_rule("/stream/<camera>.mjpg", "stream", _route_stream(StreamKind.OVERLAY, False))
+    app.add_url_rule("/exposure/<camera>.mjpg", "exposure_stream", _route_stream(StreamKind.EXPOSURE, False))
+    app.add_url_rule("/snapshot/<camera>.jpg", "snapshot", _route_stream(StreamKind.OVERLAY, True))
+    app.add_url_rule("/exposure/<camera>.jpg", "exposure_still", _route_stream(StreamKind.EXPOSURE, True))
 
     # ------------------------------------------------------------ API
     @app.get("/api/cameras")
     def api_cameras():
-        return jsonify({"cameras": [vigil.camera_info(n) for n in vigil.camera_names()]})
+        return jsonify({"cameras": camera_dicts()})
 
     @app.get("/api/cameras/<camera>")
     def api_camera(camera: str):
-        if not CAMERA_RE.match(camera) or not vigil.has_camera(camera):
-            return unknown_camera(camera)
-        return jsonify(vigil.camera_info(camera))
+        cam = camera_or_none(camera)
+        return jsonify(cam.status().to_dict()) if cam is not None else unknown_camera(camera)
 
     @app.get("/api/cameras/<camera>/tracks")
     def api_tracks(camera: str):
-        p = pipeline_or_404(camera)
-        if p is None:
-            if CAMERA_RE.match(camera) and vigil.has_camera(camera):
-                return jsonify({"camera": camera, "frame_seq": None, "tracks": []})
-            return unknown_camera(camera)
-        t = p.latest_tracks
-        names = p.analyzer.class_names
-        rows = t.to_list()
-        coasting = p.analyzer.coasting(t)
-        for r, c in zip(rows, coasting.tolist()):
-            r["coasting"] = bool(c)
-            if r["label"] is None and 0 <= r["class_id"] < len(names):
-                r["label"] = names[r["class_id"]]
-        return jsonify({"camera": camera, "frame_seq": t.frame_seq, "tracks": rows})
+        cam = camera_or_none(camera)
+        return jsonify(cam.tracks().to_dict()) if cam is not None else unknown_camera(camera)
 
     @app.post("/api/cameras/<camera>/exposure/reset")
     def api_exposure_reset(camera: str):
-        p = pipeline_or_404(camera)
-        if p is None:
+        cam = camera_or_none(camera)
+        if cam is None:
             return unknown_camera(camera)
-        p.exposure.reset()
+        if not cam.reset_exposure():
+            return json_error(409, f"camera {camera!r} is not running ({cam.status().state})")
         return jsonify({"camera": camera, "reset": True})
+
+    @app.get("/api/sinks")
+    def api_sinks():
+        return jsonify({"sinks": vigil.sinks()})
 
     def _event_query() -> dict[str, Any]:
         camera = request.args.get("camera") or None
@@ -344,10 +325,10 @@ def create_app(vigil: Vigil, stop_event: threading.Event | None = None) -> Flask
 
     @app.get("/api/clips/<camera>/<name>")
     def api_clip(camera: str, name: str):
-        p = pipeline_or_404(camera)
-        if p is None:
+        cam = camera_or_none(camera)
+        if cam is None:
             return unknown_camera(camera)
-        path = p.clips.path(name) if p.clips is not None else None
+        path = cam.clip(name)
         if path is None:
             return json_error(404, f"no clip {name[:80]!r} for camera {camera!r}")
         return send_file(path, mimetype="video/mp4", conditional=True, max_age=3600)
@@ -363,10 +344,9 @@ def create_app(vigil: Vigil, stop_event: threading.Event | None = None) -> Flask
 
     @app.get("/readyz")
     def readyz():
-        ready = vigil.ready()
-        body = {"ready": ready, "cameras": {n: vigil.camera_info(n)["state"] for n in vigil.camera_names()}}
+        body = vigil.readiness()
         resp = jsonify(body)
-        resp.status_code = 200 if ready else 503
+        resp.status_code = 200 if body["ready"] else 503
         return resp
 
     # ------------------------------------------------------------ errors

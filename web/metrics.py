@@ -1,13 +1,15 @@
-"""/metrics in Prometheus text format, collected from the live pipelines at scrape time
+"""/metrics in Prometheus text format, collected through the camera interface at scrape time
 (a private registry per app: no global state, nothing to keep in sync)."""
 from __future__ import annotations
 
 from typing import Iterator
 
-from prometheus_client import CollectorRegistry, generate_latest, CONTENT_TYPE_LATEST
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-STATES = ("CONNECTING", "LIVE", "STALLED", "RECONNECTING", "FAILED", "ENDED", "STOPPED")
+from core.types import SourceState
+
+STATES = tuple(s.value for s in SourceState)
 
 
 class _Collector:
@@ -20,6 +22,9 @@ class _Collector:
         fps = GaugeMetricFamily("vigil_fps", "frames per second by camera and stage", labels=["camera", "stage"])
         frames = CounterMetricFamily("vigil_frames", "frames captured", labels=["camera"])
         drops = CounterMetricFamily("vigil_dropped_frames", "frames replaced before processing (newest-frame policy)", labels=["camera"])
+        det_drops = CounterMetricFamily("vigil_detector_dropped_frames", "frames offered to the "
+                                        "detector that a newer frame replaced while it was busy",
+                                        labels=["camera"])
         errors = CounterMetricFamily("vigil_errors", "errors by camera and stage", labels=["camera", "stage"])
         reconnects = CounterMetricFamily("vigil_reconnects", "times a source came back LIVE", labels=["camera"])
         state = GaugeMetricFamily("vigil_camera_state", "1 for the current state", labels=["camera", "state"])
@@ -28,38 +33,49 @@ class _Collector:
         tracks = GaugeMetricFamily("vigil_tracks", "confirmed tracks on the newest frame", labels=["camera"])
         encodes = CounterMetricFamily("vigil_jpeg_encodes", "JPEG encodes", labels=["camera", "stream"])
         latency = HistogramMetricFamily("vigil_latency_seconds", "capture to publish latency", labels=["camera"])
-        for name, p in v.pipelines.items():
-            cap = p.capture
-            fps.add_metric([name, "source"], cap.rate.rate())
-            fps.add_metric([name, "detect"], p.detect_stage.rate.rate())
-            fps.add_metric([name, "publish"], p.publish_stage.rate.rate())
+        for name, cam in v.cameras.items():
+            st = cam.status()
+            cap = st.capture
+            for s in STATES:
+                state.add_metric([name, s], 1.0 if st.state == s else 0.0)
+            if not st.stages:
+                continue  # never built (a FailedCamera): only its state
+            fps.add_metric([name, "source"], cap.fps)
+            for stage in ("detect", "publish"):
+                fps.add_metric([name, stage], st.stages[stage].fps)
             frames.add_metric([name], cap.frames_in)
-            drops.add_metric([name], cap.slot.dropped)
+            drops.add_metric([name], cap.dropped)
+            det_drops.add_metric([name], st.stages["detect"].dropped)
             errors.add_metric([name, "capture"], cap.errors)
-            errors.add_metric([name, "detect"], p.detect_stage.errors)
-            errors.add_metric([name, "track"], p.track_stage.errors)
-            errors.add_metric([name, "publish"], p.publish_stage.errors)
+            for stage in ("detect", "track", "publish"):
+                errors.add_metric([name, stage], st.stages[stage].errors)
             reconnects.add_metric([name], cap.reconnects)
-            for s in STATES:
-                state.add_metric([name, s], 1.0 if cap.state.value == s else 0.0)
-            snap = p.detect_stage.snapshot()
-            if snap["ms_p50"] is not None:
-                det_ms.add_metric([name], snap["ms_p50"])
-            viewers.add_metric([name, "overlay"], p.overlay_hub.viewers)
-            viewers.add_metric([name, "exposure"], p.exposure_hub.viewers)
-            encodes.add_metric([name, "overlay"], p.overlay_hub.encodes)
-            encodes.add_metric([name, "exposure"], p.exposure_hub.encodes)
-            tracks.add_metric([name], len(p.latest_tracks))
-            buckets, total = p.latency.histogram()
-            latency.add_metric([name], buckets, total)
-        for name in v.failed:
-            for s in STATES:
-                state.add_metric([name, s], 1.0 if s == "FAILED" else 0.0)
-        yield from (fps, frames, drops, errors, reconnects, state, det_ms, viewers, tracks, encodes, latency)
+            if st.stages["detect"].ms_p50 is not None:
+                det_ms.add_metric([name], st.stages["detect"].ms_p50)
+            for kind, n in st.viewers.items():
+                viewers.add_metric([name, kind], n)
+            for kind, n in st.encodes.items():
+                encodes.add_metric([name, kind], n)
+            tracks.add_metric([name], st.tracks)
+            latency.add_metric([name], list(st.latency_buckets), st.latency_sum_s)
+        yield from (fps, frames, drops, det_drops, errors, reconnects, state, det_ms, viewers, tracks, encodes, latency)
         ev = CounterMetricFamily("vigil_events", "events published", labels=["kind"])
         for kind, n in v.bus.by_kind.items():
             ev.add_metric([kind], n)
         yield ev
+        sink_events = CounterMetricFamily("vigil_sink_events", "events by sink and outcome "
+                                          "(sent, failed, rejected, retried, dropped, filtered)",
+                                          labels=["sink", "name", "outcome"])
+        sink_queue = GaugeMetricFamily("vigil_sink_queued", "events waiting in a sink's queue",
+                                       labels=["sink", "name"])
+        sink_ok = GaugeMetricFamily("vigil_sink_healthy", "1 when the sink delivered since its "
+                                    "last failure", labels=["sink", "name"])
+        for sk in v.sinks():
+            for outcome in ("sent", "failed", "rejected", "retried", "dropped", "filtered"):
+                sink_events.add_metric([sk["kind"], sk["name"], outcome], sk[outcome])
+            sink_queue.add_metric([sk["kind"], sk["name"]], sk.get("queued", 0))
+            sink_ok.add_metric([sk["kind"], sk["name"]], 1.0 if sk["healthy"] else 0.0)
+        yield from (sink_events, sink_queue, sink_ok)
         s = self.streams
         if s is not None:
             open_ = GaugeMetricFamily("vigil_stream_slots_open",

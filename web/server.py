@@ -224,8 +224,10 @@ def serve(cfg: VigilConfig, config_path: str = "config.yaml") -> int:
         print(f"error: cannot listen on {s.host}:{s.port}: {e.strerror or e}", file=sys.stderr)
         return 1
     server.start_pipelines()
-    for name, msg in server.vigil.failed.items():
-        print(f"camera {name!r} failed to start: {msg}", file=sys.stderr)
+    for name, cam in server.vigil.cameras.items():
+        st = cam.status()
+        if st.state == "FAILED" and not st.stages:  # could not even be built
+            print(f"camera {name!r} failed to start: {st.capture.last_error}", file=sys.stderr)
 
     def _stop(signum, _frame):
         log.info("signal %d: shutting down", signum)

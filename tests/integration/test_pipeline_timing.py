@@ -33,6 +33,7 @@ import stream.pipeline as pipeline_mod
 from core.config import parse_config
 from core.types import Detections, Frame, SourceState
 from detectors.base import frame_meta
+from stream.camera import LocalCamera
 from stream.pipeline import CameraPipeline
 from stream.slot import LatestSlot
 
@@ -238,7 +239,7 @@ def test_overlay_at_source_fps_and_detections_at_their_frame_time(detect_every, 
             assert wait_for(lambda: pipe.capture.state == SourceState.LIVE, WARMUP_TIMEOUT_S), \
                 (pipe.capture.state, pipe.capture.last_error)
             assert wait_for(lambda: len(updates) >= 4 and shown and len(shown[-1][3]) == 1,
-                            WARMUP_TIMEOUT_S), (len(updates), pipe.snapshot())
+                            WARMUP_TIMEOUT_S), (len(updates), LocalCamera(pipe).status())
 
             # measured windows: the counters are read back to back at each end. On a loaded
             # 2-core box the OS can keep the pipeline's threads off the CPU for a few hundred
@@ -360,7 +361,7 @@ def test_overlay_at_source_fps_and_detections_at_their_frame_time(detect_every, 
     assert tracker.stats["stale_updates"] == 0
 
     # ---------------------------------------------------------------- (c) drops counted and consistent
-    snap = pipe.snapshot()
+    snap = LocalCamera(pipe).status().to_dict()
     cap = snap["capture"]
     frames_in, seen = cap["frames_in"], pipe._frames_seen
     assert src.produced - frames_in in (0, 1)           # at most the frame read as stop came
@@ -375,14 +376,14 @@ def test_overlay_at_source_fps_and_detections_at_their_frame_time(detect_every, 
     assert snap["stages"]["detect"]["errors"] == 0 and snap["stages"]["track"]["errors"] == 0
     assert snap["stages"]["publish"]["errors"] == 0
 
-    # The detector slot's drops are not in pipe.snapshot() (nor /metrics); only the capture
-    # slot's are. They are checked here on the slot itself, and the frames the detector did
-    # not see are derived from the snapshot (frames_in - stages.detect.processed).
+    # The detector slot's drops are in the status (stages.detect.dropped, and /metrics); they
+    # are checked against the slot itself.
     dslot = pipe._det_slot
     handed = (seen - 1) // detect_every + 1              # frames offered to the detector
     assert dslot.put_count == handed
     assert dslot.taken == len(det.calls)
     assert handed - dslot.taken - dslot.dropped in (0, 1)
+    assert snap["stages"]["detect"]["dropped"] == dslot.dropped + pipe.results_dropped
     not_detected = frames_in - snap["stages"]["detect"]["processed"]
     assert not_detected > 0
     # every frame the detector did not see is a capture drop, a detect_every skip, or a

@@ -26,34 +26,20 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Iterator
 
 import cv2
 import numpy as np
 
-__all__ = ["FrameHub", "JpegFrame", "Viewer", "mjpeg_parts", "mjpeg_stream",
-           "mjpeg_content_type", "MIN_WIDTH", "MAX_WIDTH"]
+from core.camera import JpegFrame
+
+__all__ = ["FrameHub", "Viewer", "MIN_WIDTH", "MAX_WIDTH"]
 
 
 MIN_WIDTH = 32
 MAX_WIDTH = 3840
 _WIDTH_STEP = 8  # requested widths are rounded to a multiple of this (fewer cache variants)
 _RECENT_KEYS = 512  # (generation, width) pairs remembered for the encodes-per-key check
-
-
-@dataclass(frozen=True)
-class JpegFrame:
-    """One encoded frame. ts: capture time (monotonic); wall_ts: epoch seconds."""
-
-    data: bytes
-    seq: int
-    ts: float
-    wall_ts: float
-    width: int
-    height: int
-
-    def __len__(self) -> int:
-        return len(self.data)
 
 
 class _Entry:
@@ -384,56 +370,3 @@ class Viewer:
         """Report that a frame of `nbytes` went out to the client (hub byte/frame counters)."""
         self.hub._report(nbytes, self._pending_skip)
         self._pending_skip = 0
-
-
-def mjpeg_content_type(boundary: bytes | str = b"frame") -> str:
-    b = boundary.decode() if isinstance(boundary, bytes) else boundary
-    return f"multipart/x-mixed-replace; boundary={b}"
-
-
-def _part(frame: JpegFrame, boundary: bytes) -> bytes:
-    head = (b"--%s\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\nX-Frame-Seq: %d\r\n"
-            b"X-Capture-Ts: %.6f\r\nX-Timestamp: %.6f\r\n\r\n"
-            % (boundary, len(frame.data), frame.seq, frame.ts, frame.wall_ts))
-    return head + frame.data + b"\r\n"
-
-
-def mjpeg_parts(viewer: Viewer, boundary: bytes = b"frame", timeout: float = 1.0,
-                stop: threading.Event | None = None, width: int | None = None,
-                min_interval: float = 0.0,
-                gone: Callable[[], bool] | None = None) -> Iterator[bytes]:
-    """multipart/x-mixed-replace parts for one subscribed viewer.
-
-    Blocks on the viewer's condition between frames (no spinning); every `timeout` seconds
-    without a frame it re-checks `stop`, `gone` and the hub. Ends when the hub is closed,
-    `stop` is set, `gone()` is true (the client disconnected), or the viewer was cancelled
-    or its subscription ended. `gone` is checked before each part, so a client that went
-    away between frames gets no more writes; for it to be noticed *between* frames, have
-    the server call `viewer.cancel()` when it sees the client go (or pass a short
-    `timeout`). Each part counts as sent once the server asks for the next one (that is
-    when the previous one was written).
-    """
-    if isinstance(boundary, str):
-        boundary = boundary.encode()
-    while True:
-        if (stop is not None and stop.is_set()) or not viewer.active \
-                or (gone is not None and gone()):
-            return
-        frame = viewer.next(timeout, width=width, min_interval=min_interval)
-        if frame is None:
-            continue  # timeout (loop re-checks stop / gone) or closed / cancelled (returns)
-        if (stop is not None and stop.is_set()) or (gone is not None and gone()):
-            return
-        part = _part(frame, boundary)
-        yield part
-        viewer.mark_sent(len(part))
-
-
-def mjpeg_stream(hub: FrameHub, boundary: bytes = b"frame", timeout: float = 1.0,
-                 stop: threading.Event | None = None, width: int | None = None,
-                 min_interval: float = 0.0,
-                 gone: Callable[[], bool] | None = None) -> Iterator[bytes]:
-    """subscribe() + mjpeg_parts(): hand this generator to the web framework; the viewer
-    is unsubscribed when the client goes away (the server closes the generator)."""
-    with hub.subscribe() as viewer:
-        yield from mjpeg_parts(viewer, boundary, timeout, stop, width, min_interval, gone)

@@ -1,0 +1,106 @@
+"""A camera pipeline of this process behind the camera interface (core/camera.py): the only
+view of it that the web layer, metrics and event consumers get."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from core.camera import (CameraStatus, CaptureStatus, FrameFeed, JpegFrame, StageStatus,
+                         StreamKind, TrackInfo, TrackList, failed_status)
+from core.uri import redact_uri
+from stream.pipeline import CameraPipeline
+
+__all__ = ["LocalCamera", "FailedCamera"]
+
+
+class LocalCamera:
+    """Camera interface over a CameraPipeline running in this process."""
+
+    def __init__(self, pipeline: CameraPipeline) -> None:
+        self._p = pipeline
+        self.name = pipeline.name
+        self._feeds = {StreamKind.OVERLAY: pipeline.overlay_hub,
+                       StreamKind.EXPOSURE: pipeline.exposure_hub}
+
+    def status(self) -> CameraStatus:
+        p = self._p
+        lat = p.latency.percentiles(50, 95)
+        buckets, total = p.latency.histogram()
+        stages = {k: StageStatus(**s.snapshot()) for k, s in
+                  (("detect", p.detect_stage), ("track", p.track_stage), ("publish", p.publish_stage))}
+        stages["detect"] = dataclasses.replace(stages["detect"], dropped=p.detector_dropped)
+        return CameraStatus(
+            name=p.name, state=p.capture.state.value, source=redact_uri(p.cam.source),
+            detector=p.cam.detector, detect_every=p.cam.detect_every,
+            capture=CaptureStatus(**p.capture.snapshot()), stages=stages,
+            latency_ms={"p50": None if lat[0] is None else round(lat[0] * 1000, 2),
+                        "p95": None if lat[1] is None else round(lat[1] * 1000, 2)},
+            latency_buckets=tuple(buckets), latency_sum_s=float(total),
+            viewers={k.value: f.viewers for k, f in self._feeds.items()},
+            encodes={k.value: f.encodes for k, f in self._feeds.items()},
+            tracks=len(p.latest_tracks), counters=p.analyzer.counters(),
+            clips=None if p.clips is None else p.clips.stats())
+
+    def tracks(self) -> TrackList:
+        p = self._p
+        t = p.latest_tracks
+        names = p.analyzer.class_names
+        coasting = p.analyzer.coasting(t).tolist()
+        labels = t.label.tolist() if t.label is not None else [None] * len(t)
+        texts = t.text.tolist() if t.text is not None else [None] * len(t)
+        rows = []
+        for i, (tid, cid, score, age, box) in enumerate(zip(
+                t.track_id.tolist(), t.class_id.tolist(), t.score.tolist(), t.age.tolist(),
+                np.asarray(t.xyxy, np.float64).tolist())):
+            label = labels[i] or (names[cid] if 0 <= cid < len(names) else None)
+            rows.append(TrackInfo(int(tid), int(cid), label, round(float(score), 4), int(age),
+                                  tuple(round(v, 1) for v in box), bool(coasting[i]), texts[i]))
+        return TrackList(self.name, int(t.frame_seq), tuple(rows))
+
+    def frames(self, kind: StreamKind) -> FrameFeed | None:
+        return self._feeds.get(StreamKind(kind))
+
+    def snapshot(self, kind: StreamKind, width: int | None = None,
+                 timeout: float = 2.0) -> JpegFrame | None:
+        feed = self._feeds[StreamKind(kind)]
+        with feed.subscribe() as viewer:  # subscribing makes the publisher draw
+            frame = viewer.next(timeout=timeout, width=width)
+        return frame if frame is not None else feed.latest(width)
+
+    def reset_exposure(self) -> bool:
+        self._p.exposure.reset()
+        return True
+
+    def clip(self, name: str) -> Path | None:
+        clips = self._p.clips
+        return None if clips is None else clips.path(name)
+
+
+class FailedCamera:
+    """A configured camera whose pipeline could not even be built (missing model file, bad
+    detector parameter): it answers with its state and message; it has no frames."""
+
+    def __init__(self, name: str, detector: str, source: str, message: str) -> None:
+        self.name = name
+        self._status = failed_status(name, detector, redact_uri(source), message)
+
+    def status(self) -> CameraStatus:
+        return self._status
+
+    def tracks(self) -> TrackList:
+        return TrackList(self.name, None, ())
+
+    def frames(self, kind: StreamKind) -> FrameFeed | None:
+        return None
+
+    def snapshot(self, kind: StreamKind, width: int | None = None,
+                 timeout: float = 2.0) -> JpegFrame | None:
+        return None
+
+    def reset_exposure(self) -> bool:
+        return False
+
+    def clip(self, name: str) -> Path | None:
+        return None
