@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from core.config import WebhookConfig
 from tests.integration.webutil import make_config, running_server
 from tests.real.test_browser import _wait, browser  # noqa: F401 - the fixture
 
@@ -39,6 +40,9 @@ def test_contrast_and_placeholder(browser):  # noqa: F811 - pytest fixture
             {"name": "gone", "source": "rtsp://127.0.0.1:9/nothing", "detector": "none",
              "open_timeout_s": 0.5}]
     cfg = make_config(cams)
+    # a webhook nobody listens to: the header names the failing sink
+    cfg = cfg.model_copy(update={"events": cfg.events.model_copy(update={"webhooks": [
+        WebhookConfig(url="http://127.0.0.1:9/hook", retries=0, timeout_s=0.5)]})})
     with running_server(cfg) as srv:
         browser.get(srv.base + "/")
         assert _wait(lambda: browser.execute_script("return document.querySelectorAll('.cam').length == 2"))
@@ -57,6 +61,9 @@ def test_contrast_and_placeholder(browser):  # noqa: F811 - pytest fixture
                     msg: c.querySelector('[data-role=ph-msg]').textContent};""")
         assert gone["placeholder"] and gone["img_visibility"] == "hidden" and gone["natural"] == 0, gone
         assert "127.0.0.1" in gone["msg"] or gone["msg"] == "", gone
+        sinks = _wait(lambda: browser.execute_script(
+            "const e = document.getElementById('sinks'); return !e.hidden && e.textContent"), 20)
+        assert sinks and sinks.startswith("webhook http://127.0.0.1:9/hook") and "failed" in sinks
 
         checked = browser.execute_script(CONTRAST_JS)
         assert len(checked) > 20  # headers, badges, buttons, stats, feed entries, links

@@ -80,9 +80,22 @@
       el.querySelector("[data-role=ntracks]").textContent = rows.length;
     } catch (e) { /* server restarting: next poll retries */ }
   }
+  // event sinks (webhooks, MQTT) that are failing: a red pill naming them and their last error
+  const sinksEl = document.getElementById("sinks");
+  async function pollSinks() {
+    try {
+      const d = await fetch("/api/sinks").then((r) => r.json());
+      const bad = (d.sinks || []).filter((s) => !s.healthy);
+      sinksEl.hidden = bad.length === 0;
+      sinksEl.textContent = bad.map((s) => `${s.kind} ${s.name}: ${s.failed} failed, ${s.dropped} dropped`).join(" · ");
+      sinksEl.title = bad.map((s) => s.last_error || "").join("\n");
+    } catch (e) { /* next poll */ }
+  }
   function pollAll() { cams.forEach(pollCamera); }
   pollAll();
+  pollSinks();
   setInterval(pollAll, 1000);
+  setInterval(pollSinks, 5000);
 
   const SNAPSHOT_KINDS = new Set(["line_crossed", "zone_enter", "defect_found", "part_passed", "text_read", "track_started"]);
   function addEvent(ev) {
