@@ -220,8 +220,15 @@ def serve(cfg: VigilConfig, config_path: str = "config.yaml") -> int:
         return 1
     try:
         server.bind()
-    except OSError as e:
-        print(f"error: cannot listen on {s.host}:{s.port}: {e.strerror or e}", file=sys.stderr)
+    except (OSError, ValueError) as e:  # gaierror, EADDRINUSE, waitress' "Invalid host/port"
+        why = getattr(e, "strerror", None) or str(e)
+        try:  # waitress says only "Invalid host/port specified": name the cause when it is the host
+            socket.getaddrinfo(s.host, None)
+        except (OSError, UnicodeError) as ge:
+            why = f"no such host or address ({getattr(ge, 'strerror', None) or ge})"
+        print(f"error: cannot listen on {s.host}:{s.port} (server.host / --host, server.port / "
+              f"--port): {why}", file=sys.stderr)
+        server.vigil.stop(timeout=1.0)
         return 1
     server.start_pipelines()
     for name, cam in server.vigil.cameras.items():

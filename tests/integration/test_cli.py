@@ -101,3 +101,14 @@ def test_assets_check_verifies_the_converted_model(models_dir, samples_dir, tmp_
     assert cli("assets", "--models", str(m), "--samples", str(samples_dir)).returncode == 0
     ok = cli("assets", "--check", "--models", str(m), "--samples", str(samples_dir))
     assert ok.returncode == 0 and "ok         yolov3-tiny.onnx" in ok.stdout
+
+
+@pytest.mark.parametrize("host", ["999.1.1.1", "not-a-host.invalid"])
+def test_run_on_a_bad_host_is_one_clear_line(host, tmp_path):
+    """waitress raised socket.gaierror / ValueError('Invalid host/port specified.') as a traceback."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"paths: {{data: {tmp_path}}}\ncameras: [{{name: a, source: 'synthetic:crossing'}}]\n")
+    out = cli("run", "--config", str(cfg), "--host", host, "--port", "0", timeout=60)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert f"cannot listen on {host}:0" in out.stderr and "--host" in out.stderr
+    assert "no such host or address" in out.stderr
