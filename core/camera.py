@@ -8,7 +8,7 @@ process or on another node.
     camera.frames(kind)           FrameFeed: the newest JPEG of a stream kind, at any width
     camera.snapshot(kind, width)  JpegFrame | None: the next frame (or the newest)
     camera.reset_exposure()       restart the long exposure
-    camera.clip(name)             Path | None: a finished event clip of this camera
+    camera.clip(name)             ClipFile | None: an event clip, ready or still recording
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from typing import Any, ContextManager, Protocol, runtime_checkable
 
 from core.types import SourceState
 
-__all__ = ["StreamKind", "JpegFrame", "StageStatus", "CaptureStatus", "CameraStatus",
+__all__ = ["StreamKind", "JpegFrame", "ClipFile", "StageStatus", "CaptureStatus", "CameraStatus",
            "TrackInfo", "TrackList", "FrameFeed", "FrameViewer", "Camera", "failed_status"]
 
 
@@ -111,6 +111,17 @@ def failed_status(name: str, detector: str, source: str, message: str) -> Camera
 
 
 @dataclass(frozen=True)
+class ClipFile:
+    """An event clip: readable at `path` when state is "ready"; while "recording" (post-roll
+    still being captured, or encoding) it is not readable yet: ask again in retry_after_s."""
+
+    name: str
+    state: str  # "ready" | "recording"
+    path: Path | None = None
+    retry_after_s: float | None = None
+
+
+@dataclass(frozen=True)
 class TrackInfo:
     track_id: int
     class_id: int
@@ -161,4 +172,4 @@ class Camera(Protocol):
     def snapshot(self, kind: StreamKind, width: int | None = None,
                  timeout: float = 2.0) -> JpegFrame | None: ...
     def reset_exposure(self) -> bool: ...
-    def clip(self, name: str) -> Path | None: ...
+    def clip(self, name: str) -> ClipFile | None: ...

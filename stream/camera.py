@@ -3,11 +3,10 @@ view of it that the web layer, metrics and event consumers get."""
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 
-from core.camera import (CameraStatus, CaptureStatus, FrameFeed, JpegFrame, StageStatus,
+from core.camera import (CameraStatus, CaptureStatus, ClipFile, FrameFeed, JpegFrame, StageStatus,
                          StreamKind, TrackInfo, TrackList, failed_status)
 from core.uri import redact_uri
 from stream.pipeline import CameraPipeline
@@ -73,9 +72,16 @@ class LocalCamera:
         self._p.exposure.reset()
         return True
 
-    def clip(self, name: str) -> Path | None:
+    def clip(self, name: str) -> ClipFile | None:
         clips = self._p.clips
-        return None if clips is None else clips.path(name)
+        if clips is None:
+            return None
+        path = clips.path(name)
+        if path is not None:
+            return ClipFile(name, "ready", path)
+        current = self._p.latest_frame
+        left = clips.recording_left_s(name, None if current is None else current.ts)
+        return None if left is None else ClipFile(name, "recording", retry_after_s=round(left, 1))
 
 
 class FailedCamera:
@@ -102,5 +108,5 @@ class FailedCamera:
     def reset_exposure(self) -> bool:
         return False
 
-    def clip(self, name: str) -> Path | None:
+    def clip(self, name: str) -> ClipFile | None:
         return None

@@ -56,6 +56,7 @@ class ClipRecorder:
         self._ring_bytes = 0
         self._lock = threading.Lock()
         self._active: _Clip | None = None
+        self._writing: set[str] = set()  # started, not yet finished (the link is not readable yet)
         self._threads: list[threading.Thread] = []
         self.clips_started = 0
         self.clips_written = 0
@@ -102,6 +103,7 @@ class ClipRecorder:
                 q.put(f.image)
                 clip.frames += 1
             self._active = clip
+            self._writing.add(name)
             self.clips_started += 1
         fps = self.fps or _fps_of(pre) or 25.0
         t = threading.Thread(target=self._write, args=(clip, fps), name=f"clip-{self.camera}", daemon=True)
@@ -132,6 +134,8 @@ class ClipRecorder:
             log.warning("[%s] %s", self.camera, self.last_error)
             tmp.unlink(missing_ok=True)
         finally:
+            with self._lock:
+                self._writing.discard(clip.name)
             self._trim()
 
     def _trim(self) -> None:
@@ -153,6 +157,18 @@ class ClipRecorder:
             return None
         p = self.folder / name
         return p if p.is_file() else None
+
+    def recording_left_s(self, name: str, now_ts: float | None = None) -> float | None:
+        """For a clip still being recorded or encoded: about how many seconds until it is
+        readable (its post-roll still to come, plus a little encoding); else None."""
+        with self._lock:
+            if name not in self._writing:
+                return None
+            clip = self._active
+            left = 0.0
+            if clip is not None and clip.name == name and now_ts is not None:
+                left = max(0.0, min(clip.end_ts, clip.hard_end_ts) - now_ts)
+        return left + 1.0
 
     def close(self, timeout: float = 2.0) -> None:
         with self._lock:

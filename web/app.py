@@ -328,10 +328,16 @@ def create_app(vigil: Vigil, stop_event: threading.Event | None = None) -> Flask
         cam = camera_or_none(camera)
         if cam is None:
             return unknown_camera(camera)
-        path = cam.clip(name)
-        if path is None:
+        clip = cam.clip(name)
+        if clip is not None and clip.state == "recording":
+            resp = jsonify({"clip": name, "camera": camera, "status": "recording",
+                            "retry_after_s": clip.retry_after_s})
+            resp.status_code = 202
+            resp.headers["Retry-After"] = str(max(1, math.ceil(clip.retry_after_s or 1)))
+            return resp
+        if clip is None or clip.path is None:
             return json_error(404, f"no clip {name[:80]!r} for camera {camera!r}")
-        return send_file(path, mimetype="video/mp4", conditional=True, max_age=3600)
+        return send_file(clip.path, mimetype="video/mp4", conditional=True, max_age=3600)
 
     @app.get("/metrics")
     def prom_metrics():

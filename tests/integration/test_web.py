@@ -94,13 +94,19 @@ def test_line_crossings_are_stored_with_snapshots(server):
     # the crossing also started an mp4 clip (pre-roll + post-roll), linked from the event
     clip = ev["data"]["clip"]
     assert clip.startswith("/api/clips/belt/")
+    # from the moment the event is out, the link answers: 202 "recording" (with Retry-After)
+    # until the file is readable, then 200; never a 404 for a clip being written
     deadline = time.monotonic() + 10
-    r = None
+    r, codes = None, []
     while time.monotonic() < deadline:
         r = requests.get(server.base + clip, timeout=5)
+        codes.append(r.status_code)
         if r.status_code == 200:
             break
+        assert r.status_code == 202, (r.status_code, r.text)
+        assert r.json()["status"] == "recording" and int(r.headers["Retry-After"]) >= 1
         time.sleep(0.3)
+    assert set(codes) <= {200, 202}, codes
     assert r is not None and r.status_code == 200 and r.headers["Content-Type"] == "video/mp4"
     assert r.content[4:8] == b"ftyp"
     assert requests.get(server.base + "/api/clips/belt/..%2Fx.mp4", timeout=5).status_code == 404

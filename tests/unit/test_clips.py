@@ -89,3 +89,22 @@ def test_disk_bound_and_name_checks(tmp_path):
     assert len(files) < len(set(names))  # oldest trimmed to stay under max_mb
     assert sum(p.stat().st_size for p in files) <= 0.5 * 2**20 + max(p.stat().st_size for p in files)
     assert rec.path("../../etc/passwd") is None and rec.path("x.mp4") is None
+
+
+def test_a_clip_being_written_says_so_until_readable(tmp_path):
+    """The event links the clip at once; until the file is complete path() is None and
+    recording_left_s() tells how long to wait (the API answers 202 with Retry-After)."""
+    rec = ClipRecorder("cam", tmp_path, pre_roll_s=0.4, post_roll_s=1.0, fps=25.0)
+    frames = list(_frames(80))
+    for f in frames[:20]:
+        rec.add(f)
+    name = rec.trigger(frames[19].ts)
+    assert rec.path(name) is None
+    left = rec.recording_left_s(name, now_ts=frames[19].ts)
+    assert left is not None and 1.9 <= left <= 2.1  # 1 s of post-roll + ~1 s of encoding
+    for f in frames[20:]:
+        rec.add(f)  # past the post-roll: the clip is closed and encoded
+    assert wait_until(lambda: rec.path(name) is not None, 30) is not None
+    assert rec.recording_left_s(name) is None
+    assert rec.recording_left_s("cam-20260101T000000-99.mp4") is None  # never started
+    _close(rec)
