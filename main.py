@@ -88,21 +88,19 @@ POSITIVE = _number(float, 0, lo_open=True)
 
 
 def _tracker_param(text: str) -> tuple[str, Any]:
-    """-p KEY=VALUE for eval-mot: a TrackerParams field and a value of its type."""
-    from trackers.tracker import TrackerParams
+    """-p KEY=VALUE for eval-mot: a tracker config field and its value (converted and
+    range-checked by core.config.TrackerConfig)."""
+    from core.config import TrackerConfig, resolve_section
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     k, v = text.split("=", 1)
-    names = list(TrackerParams.__dataclass_fields__)
+    names = list(TrackerConfig.model_fields)
     if k not in names:
         raise argparse.ArgumentTypeError(f"unknown tracker parameter {k!r} (known: {', '.join(names)})")
-    default = getattr(TrackerParams(), k)
-    if isinstance(default, bool):
-        return k, v.lower() in ("1", "true", "on", "yes")
     try:
-        return k, type(default)(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"bad value for {k}: {v!r}") from None
+        return k, getattr(resolve_section(TrackerConfig, None, {k: v}, where="tracker"), k)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"bad value for {k}: {e}") from None
 
 
 # ------------------------------------------------------------------ run, config, assets

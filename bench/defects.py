@@ -54,7 +54,7 @@ def _baseline_dhash(watch: DefectWatch, ev: ConveyorEvaluator) -> dict[str, Any]
         v = by_part.get(p)
         if info is None or v is None or v.verdict == UNKNOWN:
             continue
-        d = v.dhash > watch.dhash_threshold
+        d = v.dhash > watch.cfg.dhash_threshold
         tp += d and info["defect"]
         fp += d and not info["defect"]
         fn += (not d) and info["defect"]

@@ -10,17 +10,18 @@ import ipaddress
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal, Mapping, Optional, TypeVar
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
+                      ValidationInfo, field_validator, model_validator)
 
 from core.scenes import coerce_params
 from core.uri import parse_uri
 
 
-__all__ = ["VigilConfig", "ConfigError", "load_config", "parse_config", "format_loc"]
+__all__ = ["VigilConfig", "ConfigError", "Section", "load_config", "parse_config", "format_loc",
+           "resolve_section"]
 
 
 class ConfigError(Exception):
@@ -28,13 +29,25 @@ class ConfigError(Exception):
 
 
 class Section(BaseModel):
+    """A config section. Components (detectors, tracker, defect watch) take their section
+    as it is: its fields are the only place a parameter's default and bounds are declared."""
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _fspath(v: Any) -> Any:
+    return os.fspath(v) if isinstance(v, os.PathLike) else v
+
+
+def _pair(lo: int, hi: int, multiple_of: Optional[int] = None) -> Any:
+    item = Annotated[int, Field(ge=lo, le=hi, multiple_of=multiple_of)]
+    return Annotated[list[item], Field(min_length=2, max_length=2)]
 
 
 PosInt = Annotated[int, Field(ge=1)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 Point = Annotated[list[float], Field(min_length=2, max_length=2)]
-Size2 = Annotated[list[Annotated[int, Field(ge=1, le=10000)]], Field(min_length=2, max_length=2)]
+Size2 = _pair(1, 10000)
+PathStr = Annotated[str, BeforeValidator(_fspath)]  # a str in YAML; a str or a Path from code
 
 
 # ---------------------------------------------------------------- server
@@ -79,92 +92,150 @@ class PathsConfig(Section):
 
 # ---------------------------------------------------------------- detectors
 class HaarConfig(Section):
-    cascade: str = Field("frontalface_default", description="cascade short name from cv2.data.haarcascades or an XML path")
-    equalize: bool = True
-    scale_factor: float = Field(1.1, ge=1.01, le=2.0)
-    min_neighbors: int = Field(4, ge=0, le=50)
-    min_size: Size2 = Field(default_factory=lambda: [24, 24])
-    max_size: Optional[Size2] = None
-    nested: Optional[str] = Field(None, description="cascade searched inside each box (e.g. eye)")
-    nested_required: bool = False
-    nested_output: bool = True
+    """detectors/haar.py: OpenCV cascade classifier."""
+    cascade: PathStr = Field("frontalface_default", min_length=1,
+                             description="cascade short name from cv2.data.haarcascades or an XML path")
+    equalize: bool = Field(True, description="histogram-equalise the gray image first")
+    scale_factor: float = Field(1.1, ge=1.01, le=2.0, description="image pyramid step")
+    min_neighbors: int = Field(4, ge=0, le=50, description="neighbouring hits a box needs")
+    min_size: Size2 = Field(default_factory=lambda: [24, 24], description="smallest box [w, h], frame px")
+    max_size: Optional[Size2] = Field(None, description="largest box [w, h], frame px; null: no limit")
+    nested: Optional[PathStr] = Field(None, description="cascade searched inside each box (e.g. eye)")
+    nested_required: bool = Field(False, description="keep only boxes where the nested cascade fires")
+    nested_output: bool = Field(True, description="report nested hits as rows of their own (class 1)")
     nested_min_neighbors: int = Field(3, ge=0, le=50)
-    score_threshold: Fraction = 0.0
-    nms_iou: Fraction = 0.4
-    max_side: int = Field(1280, ge=64, le=16384)
+    score_threshold: Fraction = Field(0.0, description="drop boxes below this score (votes mapped to 0..1)")
+    nms_iou: Fraction = Field(0.4, description="NMS IoU between boxes of one class; 1 disables")
+    max_side: int = Field(1280, ge=64, le=16384, description="larger frames are searched downscaled to this side")
+
+    @model_validator(mode="after")
+    def _sizes(self) -> "HaarConfig":
+        if self.max_size is not None and (self.max_size[0] < self.min_size[0]
+                                          or self.max_size[1] < self.min_size[1]):
+            raise ValueError(f"max_size {self.max_size} is smaller than min_size {self.min_size}")
+        if self.nested_required and not self.nested:
+            raise ValueError("nested_required needs a nested cascade")
+        return self
 
 
 class HogConfig(Section):
-    win_stride: Size2 = Field(default_factory=lambda: [8, 8])
-    padding: Size2 = Field(default_factory=lambda: [8, 8])
-    scale: float = Field(1.05, ge=1.01, le=2.0)
-    hit_threshold: float = Field(0.0, ge=-5.0, le=5.0)
+    """detectors/hog.py: HOG + OpenCV's default people SVM."""
+    win_stride: _pair(8, 64, 8) = Field(default_factory=lambda: [8, 8],
+                                        description="window step [x, y] in upscaled px, multiples of 8")
+    padding: _pair(0, 64) = Field(default_factory=lambda: [8, 8], description="border [x, y] around the image")
+    scale: float = Field(1.05, ge=1.01, le=2.0, description="pyramid step")
+    hit_threshold: float = Field(0.0, ge=-5.0, le=5.0, description="raw SVM margin a window needs")
     upscale: float = Field(1.5, ge=1.0, le=4.0, description="people below 128 px tall need 1.5-2x")
-    max_side: int = Field(1600, ge=128, le=8192)
+    max_side: int = Field(1600, ge=128, le=8192, description="cap on the upscaled longest side")
     nms_iou: Fraction = 0.3
-    score_threshold: Fraction = 0.6
-    tighten: bool = True
+    score_threshold: Fraction = Field(0.6, description="minimum sigmoid(SVM margin)")
+    tighten: bool = Field(True, description="shrink the 64x128 window to the person inside it")
     tighten_wh: Annotated[list[Annotated[float, Field(ge=0.3, le=1.0)]], Field(min_length=2, max_length=2)] = \
-        Field(default_factory=lambda: [0.68, 0.76])
+        Field(default_factory=lambda: [0.68, 0.76], description="[w, h] fractions kept by tighten")
     max_det: int = Field(200, ge=1, le=1000)
 
 
 class YoloConfig(Section):
-    model: str = Field("models/yolov3-tiny.onnx", description=".onnx, or a Darknet .weights with cfg")
-    cfg: Optional[str] = None
-    names: Optional[str] = None
+    """detectors/yolo.py: YOLOv3 (Darknet converted to ONNX) on ONNX Runtime."""
+    model: PathStr = Field("models/yolov3-tiny.onnx", description=".onnx, or a Darknet .weights with cfg")
+    cfg: Optional[PathStr] = Field(None, description="Darknet .cfg when model is a .weights file")
+    names: Optional[PathStr] = Field(None, description="class names file (default: the model's metadata)")
     input_size: int = Field(416, ge=128, le=1280, multiple_of=32)
-    conf_threshold: Fraction = 0.25
-    nms_iou: Fraction = 0.45
+    conf_threshold: Fraction = Field(0.25, description="objectness x class score threshold")
+    nms_iou: Fraction = Field(0.45, description="class-aware NMS IoU")
     classes: list[str] = Field(default_factory=list, description="class names to keep; empty keeps all")
-    letterbox: bool = True
+    letterbox: bool = Field(True, description="keep the aspect ratio with padding (false: stretch)")
     providers: Literal["auto", "cpu", "cuda"] = "auto"
-    intra_op_threads: int = Field(0, ge=0, le=64)
-    inter_op_threads: int = Field(0, ge=0, le=64)
+    intra_op_threads: int = Field(0, ge=0, le=64, description="0: ONNX Runtime's default")
+    inter_op_threads: int = Field(0, ge=0, le=64, description="0: ONNX Runtime's default")
     max_det: int = Field(300, ge=1, le=10000)
 
 
+# Page segmentation modes Tesseract reads text with: 0 (OSD only) and 2 (layout, no OCR) give none.
+TESSERACT_PSM = (1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13)
+
+
 class TextConfig(Section):
+    """detectors/text.py: DBNet or EAST boxes, read by Tesseract (detectors/ocr.py)."""
     box_detector: Literal["dbnet", "east"] = "dbnet"
-    model: Optional[str] = Field(None, description="DBNet .onnx (default from assets) or EAST .pb/.onnx (user supplied)")
-    limit_side: int = Field(960, ge=32, le=4096, multiple_of=32)
-    det_threshold: float = Field(0.3, gt=0, lt=1)
-    box_threshold: float = Field(0.6, gt=0, lt=1)
-    unclip_ratio: float = Field(1.5, ge=0.0, le=5.0)
-    min_box_size: float = Field(3.0, ge=0, le=1000)
+    model: Optional[PathStr] = Field(None, validate_default=True,
+                                     description="DBNet .onnx (default from assets) or EAST .pb/.onnx (user supplied)")
+    limit_side: int = Field(960, ge=32, le=4096, multiple_of=32, description="DBNet: longest input side")
+    det_threshold: float = Field(0.3, gt=0, lt=1, description="DBNet: probability map threshold")
+    box_threshold: float = Field(0.6, gt=0, lt=1, description="DBNet: minimum mean probability of a box")
+    unclip_ratio: float = Field(1.5, ge=0.0, le=5.0, description="DBNet: box expansion")
+    min_box_size: float = Field(3.0, ge=0, le=1000, description="smallest short side kept, model-input px")
     max_candidates: int = Field(1000, ge=1, le=100000)
     east_confidence: float = Field(0.5, gt=0, lt=1)
     east_nms_iou: float = Field(0.4, gt=0, lt=1)
-    east_input: Size2 = Field(default_factory=lambda: [320, 320])
-    recognize: bool = True
+    east_input: _pair(32, 4096, 32) = Field(default_factory=lambda: [320, 320],
+                                            description="EAST input [w, h], multiples of 32")
+    recognize: bool = Field(True, description="read each box with Tesseract")
     lang: str = Field("eng", pattern=r"^[A-Za-z_]{3,40}(\+[A-Za-z_]{3,40})*$")
-    psm: int = Field(7, ge=1, le=13)
+    psm: int = Field(7, ge=1, le=13, description=f"Tesseract page segmentation mode, one of {TESSERACT_PSM}")
     min_text_confidence: float = Field(0.0, ge=0, le=100)
-    keep_unread: bool = True
+    keep_unread: bool = Field(True, description="keep boxes whose text could not be read")
     whitelist: Optional[str] = Field(None, max_length=512)
-    ocr_line_height: int = Field(40, ge=16, le=128)
+    ocr_line_height: int = Field(40, ge=16, le=128, description="crops are scaled to this height for OCR")
     ocr_workers: int = Field(1, ge=1, le=16)
     providers: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: int = Field(0, ge=0, le=64)
-    tessdata: Optional[str] = None
+    threads: int = Field(0, ge=0, le=64, description="ONNX Runtime intra-op threads; 0: its default")
+    tessdata: Optional[PathStr] = Field(None, description="tessdata folder (default: <venv>/share/tessdata)")
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, v: Optional[str], info: ValidationInfo) -> Optional[str]:
+        if not v and info.data.get("box_detector") == "east":
+            raise ValueError("box_detector 'east' needs a model path: frozen_east_text_detection.pb "
+                             "or an ONNX export of it (EAST weights are not shipped)")
+        return v
+
+    @field_validator("psm")
+    @classmethod
+    def _psm(cls, v: int) -> int:
+        if v not in TESSERACT_PSM:
+            raise ValueError(f"must be a Tesseract page segmentation mode in {list(TESSERACT_PSM)} "
+                             "(7 = single line, 8 = single word)")
+        return v
 
 
 class MotionConfig(Section):
+    """detectors/motion.py: background subtraction boxes (sizes in frame pixels)."""
     method: Literal["mog2", "knn"] = "mog2"
-    history: int = Field(500, ge=10, le=10000)
-    var_threshold: Optional[float] = Field(None, gt=0, le=1000, description="null: the method's default (16 mog2, 400 knn)")
+    history: int = Field(500, ge=10, le=10000, description="frames of background history")
+    var_threshold: Optional[float] = Field(None, ge=1, le=1000, description="null: the method's default (16 mog2, 400 knn)")
     detect_shadows: bool = False
-    learning_rate: float = Field(-1.0, ge=-1.0, le=1.0)
-    blur: int = Field(5, ge=0, le=31)
-    open_kernel: int = Field(3, ge=0, le=31)
-    close_kernel: int = Field(7, ge=0, le=63)
-    merge_distance: int = Field(0, ge=0, le=500)
-    min_area: float = Field(150.0, ge=1, le=10_000_000)
-    max_area: Optional[float] = Field(None, ge=1)
-    warmup_frames: int = Field(10, ge=0, le=10000)
+    learning_rate: float = Field(-1.0, ge=-1.0, le=1.0, description="-1: automatic, else a fixed rate in 0..1")
+    blur: int = Field(5, ge=0, le=31, description="Gaussian kernel before subtraction: 0 (off) or odd")
+    open_kernel: int = Field(3, ge=0, le=31, description="morphological opening, 0: off")
+    close_kernel: int = Field(7, ge=0, le=31, description="morphological closing, 0: off")
+    merge_distance: int = Field(0, ge=0, le=200, description="blobs closer than this (px) merge")
+    min_area: float = Field(150.0, ge=1, le=10_000_000, description="smallest foreground pixel count of a box")
+    max_area: Optional[float] = Field(None, ge=1, description="largest box area; above min_area")
+    warmup_frames: int = Field(10, ge=0, le=10000, description="frames only learning the background")
     downscale: float = Field(1.0, ge=1.0, le=8.0)
-    max_side: int = Field(1280, ge=64, le=8192)
-    max_det: int = Field(100, ge=1, le=10000)
+    max_side: int = Field(1280, ge=64, le=8192, description="longest side the subtractor works on")
+    max_det: int = Field(100, ge=1, le=1000)
+
+    @field_validator("learning_rate")
+    @classmethod
+    def _rate(cls, v: float) -> float:
+        if v != -1.0 and v < 0:
+            raise ValueError("must be -1 (automatic) or in 0..1")
+        return v
+
+    @field_validator("blur")
+    @classmethod
+    def _blur(cls, v: int) -> int:
+        if v and (v < 3 or v % 2 == 0):
+            raise ValueError("must be 0 (off) or an odd size in 3..31")
+        return v
+
+    @model_validator(mode="after")
+    def _areas(self) -> "MotionConfig":
+        if self.max_area is not None and self.max_area <= self.min_area:
+            raise ValueError(f"max_area ({self.max_area:g}) must exceed min_area ({self.min_area:g})")
+        return self
 
 
 class DetectorsConfig(Section):
@@ -180,26 +251,29 @@ DetectorName = Literal["none", "haar", "hog", "yolo", "text", "motion"]
 
 # ---------------------------------------------------------------- tracker
 class TrackerConfig(Section):
-    """Mirrors trackers.tracker.TrackerParams (same names, defaults and bounds)."""
+    """trackers/tracker.py: every tunable, with defaults meant for any camera (times in
+    seconds, sizes relative to the box). `Tracker(TrackerConfig(max_age_s=2))` or
+    `Tracker(max_age_s=2)` override fields."""
     max_age_s: float = Field(1.5, ge=0, le=60, description="unmatched longer than this -> lost")
     max_age_frames: int = Field(45, ge=0, le=10000, description="or more missed detector updates than this")
-    coast_report_s: float = Field(0.1, ge=0, le=60, description="how long a coasting track is still reported")
-    min_hits: int = Field(3, ge=1, le=100)
-    warmup_frames: int = Field(3, ge=0, le=100)
-    iou_gate: float = Field(0.3, ge=0.01, le=0.99)
-    distance_gate: float = Field(0.0, ge=0, le=5)
-    appearance: bool = True
-    appearance_weight: float = Field(0.5, ge=0, le=10)
-    dhash_threshold: int = Field(16, ge=0, le=64)
-    reid_window_s: float = Field(5.0, ge=0, le=600)
-    reid_radius: float = Field(1.0, ge=0, le=20)
-    reid_speed: float = Field(0.5, ge=0, le=20)
-    trail_length: int = Field(32, ge=1, le=10000)
-    max_tracks: int = Field(256, ge=1, le=100000)
-    max_events: int = Field(10000, ge=1, le=10_000_000)
-    std_meas: float = Field(0.03, ge=1e-4, le=1.0)
-    std_vel0: float = Field(0.6, ge=1e-3, le=100)
-    accel: float = Field(0.05, ge=0, le=1000)
+    coast_report_s: float = Field(0.1, ge=0, le=60, description="how long a coasting track is still reported (0: never)")
+    min_hits: int = Field(3, ge=1, le=100, description="matched updates before a track is confirmed")
+    warmup_frames: int = Field(3, ge=0, le=100, description="the first updates after start/reset confirm at once")
+    iou_gate: float = Field(0.3, ge=0.01, le=0.99, description="minimum IoU for a motion match")
+    distance_gate: float = Field(0.0, ge=0, le=5, description="second stage for coasting tracks: max centre "
+                                 "distance in box heights (0: off)")
+    appearance: bool = Field(True, description="use dHash when an image is given")
+    appearance_weight: float = Field(0.5, ge=0, le=10, description="cost = (1 - IoU) + weight * hamming / 64")
+    dhash_threshold: int = Field(16, ge=0, le=64, description="max Hamming bits for re-identification")
+    reid_window_s: float = Field(5.0, ge=0, le=600, description="how long a lost track can get its id back (0: never)")
+    reid_radius: float = Field(1.0, ge=0, le=20, description="re-id radius in box heights at loss time ...")
+    reid_speed: float = Field(0.5, ge=0, le=20, description="... growing by (track speed + this x height) per second")
+    trail_length: int = Field(32, ge=1, le=10000, description="recent centres kept per track")
+    max_tracks: int = Field(256, ge=1, le=100000, description="live tracks (and lost tracks) kept at most")
+    max_events: int = Field(10000, ge=1, le=10_000_000, description="undelivered events kept at most")
+    std_meas: float = Field(0.03, ge=1e-4, le=1.0, description="Kalman: detector box noise, fraction of box size")
+    std_vel0: float = Field(0.6, ge=1e-3, le=100, description="Kalman: initial velocity std, box sizes per second")
+    accel: float = Field(0.05, ge=0, le=1000, description="Kalman: white-noise acceleration density")
 
 
 # ---------------------------------------------------------------- exposure
@@ -283,31 +357,49 @@ class DefectWatchConfig(Section):
     compared with a golden reference (learned from the first alike parts, or a file)."""
     enabled: bool = True
     line_x: float = Field(0.5, ge=0, le=1e5, description="vertical inspection line (0..1 when normalized)")
-    normalized: bool = True
-    reference: Optional[str] = Field(None, description="golden part image; null learns it from the first parts")
-    learn_parts: int = Field(5, ge=2, le=50)
+    line: Optional[Annotated[list[Point], Field(min_length=2, max_length=2)]] = Field(
+        None, description="instead of line_x: directed line [[x1,y1],[x2,y2]]; a part counts when its "
+        "centre passes from the left of p1->p2 to the right (y down); only the segment counts")
+    normalized: bool = Field(True, description="line_x / line in fractions of the frame size")
+    reference: Optional[PathStr] = Field(None, description="golden part image (the part plus its margin); "
+                                         "null learns one per shape from the first alike parts")
+    learn_parts: int = Field(5, ge=2, le=50, description="alike parts needed to learn a reference")
     diff_threshold: float = Field(40.0, ge=5, le=200, description="grey-level difference counted as changed")
     area_threshold: float = Field(25.0, ge=1, le=1e6, description="largest changed blob (px) above which a part is DEFECT")
     dhash_threshold: int = Field(14, ge=0, le=64, description="dHash bits above which a part is DEFECT")
-    shape_dhash: int = Field(24, ge=0, le=64)
-    size_tolerance: Fraction = 0.25
-    shape_mismatch: Fraction = 0.08
-    learn_mismatch: Fraction = 0.08
+    shape_dhash: int = Field(24, ge=0, le=64, description="shape pre-selection: dHash bits to a reference")
+    size_tolerance: Fraction = Field(0.25, description="shape pre-selection: relative box size difference")
+    shape_mismatch: Fraction = Field(0.08, description="more changed pixels than this after registration: "
+                                     "another shape, not a defect")
+    learn_mismatch: Fraction = Field(0.08, description="the same bound between two parts of one learning group")
     ocr: bool = Field(True, description="read the serial label with Tesseract")
-    ocr_psm: int = Field(7, ge=6, le=13)
+    ocr_psm: int = Field(7, ge=6, le=13, description="Tesseract page segmentation mode")
     ocr_whitelist: str = Field("SN0123456789 ", max_length=256)
-    ocr_min_confidence: float = Field(30.0, ge=0, le=100)
-    serial_pattern: str = Field(r"S\s*N\s*(\d{3,6})", max_length=256)
-    serial_format: str = Field("SN {}", max_length=64)
-    min_part_area: float = Field(1500.0, ge=0, le=1e8)
-    min_part_side: float = Field(24.0, ge=1, le=1e5)
-    margin: Fraction = 0.08
-    blur_sigma: float = Field(1.0, ge=0, le=10)
-    max_pending: int = Field(64, ge=1, le=10000)
-    max_verdicts: int = Field(10000, ge=1, le=10_000_000)
-    track_ttl: int = Field(50, ge=1, le=100000)
-    snapshot: bool = True
+    ocr_min_confidence: float = Field(30.0, ge=0, le=100, description="readings below this are dropped")
+    serial_pattern: str = Field(r"S\s*N\s*(\d{3,6})", max_length=256, description="regex, one group: the number")
+    serial_format: str = Field("SN {}", max_length=64, description="how a serial is written")
+    min_part_area: float = Field(1500.0, ge=0, le=1e8, description="smaller boxes (px^2) are not parts")
+    min_part_side: float = Field(24.0, ge=1, le=1e5, description="boxes with a shorter side (px) are not parts")
+    margin: Fraction = Field(0.08, description="crop margin, fraction of the part's longer side")
+    blur_sigma: float = Field(1.0, ge=0, le=10, description="Gaussian blur before differencing")
+    max_pending: int = Field(64, ge=1, le=10000, description="parts waiting for a reference; the oldest beyond "
+                             "this gets UNKNOWN")
+    max_verdicts: int = Field(10000, ge=1, le=10_000_000, description="verdict records kept")
+    track_ttl: int = Field(50, ge=1, le=100000, description="frames a vanished track's side is remembered")
+    snapshot: bool = Field(True, description="attach a JPEG of the judged crop to verdict events")
     jpeg_quality: int = Field(85, ge=10, le=100)
+
+    @model_validator(mode="after")
+    def _line(self) -> "DefectWatchConfig":
+        if self.line is not None:
+            if "line_x" in self.model_fields_set:
+                raise ValueError("give line_x or line, not both")
+            _check_points(self.line, self.normalized)
+            if self.line[0] == self.line[1]:
+                raise ValueError("line points must differ")
+        elif self.normalized and self.line_x > 1:
+            raise ValueError(f"line_x={self.line_x:g} must be in [0, 1] when normalized")
+        return self
 
     @field_validator("serial_pattern")
     @classmethod
@@ -453,13 +545,8 @@ class VigilConfig(Section):
         base = getattr(self.detectors, cam.detector)
         if not cam.detector_params:
             return base
-        i = self.cameras.index(cam)
-        try:
-            return type(base).model_validate({**base.model_dump(), **cam.detector_params})
-        except ValidationError as e:
-            errs = [f"cameras[{i}].detector_params.{format_loc(tuple(x['loc']))}: {_describe(x)}"
-                    for x in e.errors()]
-            raise ValueError("; ".join(errs)) from None
+        return resolve_section(type(base), base, cam.detector_params,
+                               where=f"cameras[{self.cameras.index(cam)}].detector_params")
 
     def camera(self, name: str) -> CameraConfig:
         for c in self.cameras:
@@ -501,12 +588,49 @@ def _describe(err: dict[str, Any]) -> str:
     return msg
 
 
-def _format_validation(err: ValidationError, where: str) -> str:
-    lines = [f"{where}: invalid configuration ({err.error_count()} problem{'s' if err.error_count() != 1 else ''})"]
+def _error_lines(err: ValidationError, prefix: Optional[str] = None) -> list[str]:
+    """One 'key.path: what is wrong' line per problem, the path under `prefix` when given."""
+    out = []
     for e in err.errors():
         loc = tuple(p for p in e.get("loc", ()) if not (isinstance(p, str) and p.startswith("function-")))
-        lines.append(f"  {format_loc(loc)}: {_describe(e)}")
+        path = format_loc(loc) if loc or not prefix else ""
+        if prefix:
+            path = prefix + ("" if not path or path.startswith("[") else ".") + path
+        out.append(f"{path}: {_describe(e)}")
+    return out
+
+
+def _format_validation(err: ValidationError, where: str) -> str:
+    lines = [f"{where}: invalid configuration ({err.error_count()} problem{'s' if err.error_count() != 1 else ''})"]
+    lines += [f"  {line}" for line in _error_lines(err)]
     return "\n".join(lines)
+
+
+S = TypeVar("S", bound=Section)
+
+
+def resolve_section(model: type[S], cfg: S | Mapping[str, Any] | None = None,
+                    overrides: Mapping[str, Any] | None = None, *, where: Optional[str] = None,
+                    error: type[Exception] = ValueError) -> S:
+    """A component's config section: `cfg` (the model itself, a mapping of its keys, or None
+    for the defaults) with `overrides` applied, validated by the same model, so bounds are
+    declared once, in the schema. Unknown keys and bad values raise `error` naming every
+    problem as 'where.key: what is wrong'."""
+    if isinstance(cfg, model) and not overrides:
+        return cfg
+    if cfg is None:
+        base: dict[str, Any] = {}
+    elif isinstance(cfg, model):
+        base = cfg.model_dump(exclude_unset=True)  # what was set: cross-field checks see the same
+    elif isinstance(cfg, Mapping):
+        base = dict(cfg)
+    else:
+        raise TypeError(f"{where or model.__name__}: expected a {model.__name__} or a mapping, "
+                        f"got {type(cfg).__name__}")
+    try:
+        return model.model_validate({**base, **(overrides or {})})
+    except ValidationError as e:
+        raise error("; ".join(_error_lines(e, where))) from None
 
 
 def parse_config(data: Any, where: str = "<config>") -> VigilConfig:

@@ -1,18 +1,20 @@
 """Detector protocol and the name -> factory registry.
 
-A detector is built from keyword arguments (the config section for its kind,
-as a plain dict), and `detect(frame)` must never raise on an empty, tiny,
-grayscale, huge or non-contiguous image: it returns a (possibly empty)
-`Detections` instead.
+A detector is built from its config section (the pydantic model for its kind in
+core/config.py, the only place its parameters and bounds are declared), optionally
+with keyword overrides validated by that same model; `detect(frame)` must never
+raise on an empty, tiny, grayscale, huge or non-contiguous image: it returns a
+(possibly empty) `Detections` instead.
 """
 from __future__ import annotations
 
 import importlib
 import logging
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Any, Callable, Mapping, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
+from core.config import Section, resolve_section
 from core.types import Detections, Frame
 
 log = logging.getLogger("vigil.detectors")
@@ -20,6 +22,16 @@ log = logging.getLogger("vigil.detectors")
 
 class DetectorError(RuntimeError):
     """A detector could not be built (missing model file, bad parameter...)."""
+
+
+S = TypeVar("S", bound=Section)
+
+
+def config_section(model: type[S], cfg: S | Mapping[str, Any] | None, overrides: Mapping[str, Any],
+                   name: str) -> S:
+    """The detector's section (`cfg`, or the defaults) with keyword `overrides` applied and
+    validated by the section's model; problems raise DetectorError naming 'name.key'."""
+    return resolve_section(model, cfg, overrides, where=name, error=DetectorError)
 
 
 @runtime_checkable
@@ -56,9 +68,12 @@ def factory(name: str) -> Callable[..., Detector]:
     return getattr(importlib.import_module(mod), cls)
 
 
-def build(name: str, params: dict[str, Any] | None = None) -> Detector:
-    """Build a detector by registry name with its config section as kwargs."""
-    return factory(name)(**(params or {}))
+def build(name: str, cfg: Section | Mapping[str, Any] | None = None) -> Detector:
+    """Build a detector by registry name from its config section (the pydantic model, or a
+    mapping of keys that override the section's defaults)."""
+    if cfg is None or isinstance(cfg, Mapping):
+        return factory(name)(**(cfg or {}))
+    return factory(name)(cfg)
 
 
 def as_bgr(image: np.ndarray | Frame) -> np.ndarray | None:
@@ -96,10 +111,9 @@ def choose_providers(providers: str, available: list[str] | tuple[str, ...], own
                                 f"CUDAExecutionProvider (available: {avail}); run `make gpu` "
                                 "(onnxruntime-gpu) or use 'auto' or 'cpu'")
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    if providers == "auto":
-        return (["CUDAExecutionProvider"] if "CUDAExecutionProvider" in avail else []) + \
-            ["CPUExecutionProvider"]
-    raise DetectorError(f"{owner}.providers: must be 'auto', 'cpu' or 'cuda', got {providers!r}")
+    # "auto" (the config schema allows nothing else)
+    return (["CUDAExecutionProvider"] if "CUDAExecutionProvider" in avail else []) + \
+        ["CPUExecutionProvider"]
 
 
 def frame_meta(image: np.ndarray | Frame) -> tuple[int, float]:
@@ -114,7 +128,7 @@ class NullDetector:
     name = "none"
     class_names: list[str] = []
 
-    def __init__(self, **_: Any) -> None:
+    def __init__(self, cfg: Any = None, **_: Any) -> None:
         pass
 
     def detect(self, frame: Frame | np.ndarray) -> Detections:

@@ -19,13 +19,14 @@ import math
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
 
+from core.config import HaarConfig
 from core.types import Detections, Frame
-from detectors.base import DetectorError, as_bgr, frame_meta, log
+from detectors.base import DetectorError, as_bgr, config_section, frame_meta, log
 from detectors.nms import nms
 
 __all__ = ["HaarDetector", "cascade_names", "resolve_cascade"]
@@ -96,95 +97,26 @@ def _load(path: Path) -> cv2.CascadeClassifier:
     return clf
 
 
-def _pair(name: str, v: Any, lo: int, allow_none: bool = False) -> tuple[int, int] | None:
-    if v is None:
-        if allow_none:
-            return None
-        raise DetectorError(f"{name} is required")
-    if isinstance(v, (int, float)):
-        v = (v, v)
-    try:
-        w, h = (int(x) for x in v)
-    except (TypeError, ValueError) as e:
-        raise DetectorError(f"{name} must be [w, h], got {v!r}") from e
-    if w < lo or h < lo:
-        raise DetectorError(f"{name} must be >= {lo}, got {v!r}")
-    return w, h
-
-
 class HaarDetector:
-    """Cascade classifier detector.
+    """Cascade classifier detector, configured by its `detectors.haar` section
+    (core.config.HaarConfig: parameters, defaults and bounds); keyword arguments override
+    fields of it. The cascade files are resolved and loaded here (DetectorError when a
+    name is unknown or a file is missing or not a cascade).
 
-    Keyword parameters (bounds are enforced here; config repeats them):
-      cascade: shipped short name / file name or XML path ("frontalface_default")
-      equalize: histogram-equalise the gray image first (True)
-      scale_factor: pyramid step, 1.01..2.0 (1.1)
-      min_neighbors: votes a box needs, 0..50 (4)
-      min_size: [w, h] smallest object in frame pixels, >= 1 ([24, 24])
-      max_size: [w, h] largest object, or None (None)
-      nested: cascade searched inside every parent box, or None (None)
-      nested_required: drop parents without a nested hit (False)
-      nested_output: report nested hits as extra rows, class_id 1 (True)
-      nested_min_neighbors: 0..50 (3)
-      score_threshold: drop boxes scoring below, 0..1 (0.0)
-      nms_iou: suppress overlapping boxes of one class above this IoU, 0..1; 1 disables (0.4).
-        The cascade's own grouping keeps a face and a shifted duplicate both.
-      max_side: frames whose longer side exceeds this are searched downscaled, 64..16384 (1280)
+    nms_iou: the cascade's own grouping keeps a face and a shifted duplicate both, hence NMS.
     """
 
     name = "haar"
 
-    def __init__(
-        self,
-        cascade: str = "frontalface_default",
-        equalize: bool = True,
-        scale_factor: float = 1.1,
-        min_neighbors: int = 4,
-        min_size: Sequence[int] | int = (24, 24),
-        max_size: Sequence[int] | int | None = None,
-        nested: str | None = None,
-        nested_required: bool = False,
-        nested_output: bool = True,
-        nested_min_neighbors: int = 3,
-        score_threshold: float = 0.0,
-        nms_iou: float = 0.4,
-        max_side: int = 1280,
-    ) -> None:
-        if not 1.01 <= float(scale_factor) <= 2.0:
-            raise DetectorError(f"scale_factor must be in 1.01..2.0, got {scale_factor}")
-        for key, v in (("min_neighbors", min_neighbors),
-                       ("nested_min_neighbors", nested_min_neighbors)):
-            if not 0 <= int(v) <= 50:
-                raise DetectorError(f"{key} must be in 0..50, got {v}")
-        if not 0.0 <= float(score_threshold) <= 1.0:
-            raise DetectorError(f"score_threshold must be in 0..1, got {score_threshold}")
-        if not 0.0 <= float(nms_iou) <= 1.0:
-            raise DetectorError(f"nms_iou must be in 0..1, got {nms_iou}")
-        if not 64 <= int(max_side) <= 16384:
-            raise DetectorError(f"max_side must be in 64..16384, got {max_side}")
-        self.cascade_name, self.cascade_path = resolve_cascade(cascade)
+    def __init__(self, cfg: HaarConfig | None = None, /, **overrides: Any) -> None:
+        self.cfg = c = config_section(HaarConfig, cfg, overrides, "haar")
+        self.cascade_name, self.cascade_path = resolve_cascade(c.cascade)
         self._clf = _load(self.cascade_path)
-        self.equalize = bool(equalize)
-        self.scale_factor = float(scale_factor)
-        self.min_neighbors = int(min_neighbors)
-        self.min_size = _pair("min_size", min_size, 1)
-        self.max_size = _pair("max_size", max_size, 1, allow_none=True)
-        if self.max_size is not None and (self.max_size[0] < self.min_size[0]
-                                          or self.max_size[1] < self.min_size[1]):
-            raise DetectorError(f"max_size {self.max_size} is smaller than min_size {self.min_size}")
-        self.score_threshold = float(score_threshold)
-        self.nms_iou = float(nms_iou)
-        self.max_side = int(max_side)
-        self.nested_required = bool(nested_required)
-        self.nested_output = bool(nested_output)
-        self.nested_min_neighbors = int(nested_min_neighbors)
         self._nested = None
         self.nested_name = None
-        if nested:
-            self.nested_name, npath = resolve_cascade(nested)
+        if c.nested:
+            self.nested_name, npath = resolve_cascade(c.nested)
             self._nested = _load(npath)
-        elif nested_required:
-            raise DetectorError("nested_required needs a nested cascade")
         self.class_names = [self.cascade_name] + ([self.nested_name] if self.nested_name else [])
 
     # -- scoring -------------------------------------------------------------------------
@@ -203,11 +135,11 @@ class HaarDetector:
         kw: dict[str, Any] = {"minSize": min_size}
         if max_size is not None:
             kw["maxSize"] = max_size
-        rects, votes = clf.detectMultiScale2(gray, self.scale_factor, min_neighbors, 0, **kw)
+        rects, votes = clf.detectMultiScale2(gray, self.cfg.scale_factor, min_neighbors, 0, **kw)
         r = np.asarray(rects, np.float64).reshape(-1, 4)
         v = np.asarray(votes).reshape(-1)
         r[:, 2:] += r[:, :2]
-        return r, self._scores(v, self.scale_factor, min_neighbors)
+        return r, self._scores(v, self.cfg.scale_factor, min_neighbors)
 
     def detect(self, frame: Frame | np.ndarray) -> Detections:
         seq, ts = frame_meta(frame)
@@ -222,21 +154,22 @@ class HaarDetector:
 
     def _detect(self, img: np.ndarray, seq: int, ts: float) -> Detections:
         h, w = img.shape[:2]
-        s = min(1.0, self.max_side / max(h, w))
+        s = min(1.0, self.cfg.max_side / max(h, w))
         gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
         if s < 1.0:
             gray = cv2.resize(gray, (max(1, round(w * s)), max(1, round(h * s))),
                               interpolation=cv2.INTER_AREA)
-        if self.equalize:
+        if self.cfg.equalize:
             gray = cv2.equalizeHist(gray)
-        mn = (max(1, round(self.min_size[0] * s)), max(1, round(self.min_size[1] * s)))
-        mx = None if self.max_size is None else (max(mn[0], round(self.max_size[0] * s)),
-                                                 max(mn[1], round(self.max_size[1] * s)))
-        boxes, scores = self._run(self._clf, gray, self.min_neighbors, mn, mx)
-        keep = scores >= self.score_threshold
+        c = self.cfg
+        mn = (max(1, round(c.min_size[0] * s)), max(1, round(c.min_size[1] * s)))
+        mx = None if c.max_size is None else (max(mn[0], round(c.max_size[0] * s)),
+                                              max(mn[1], round(c.max_size[1] * s)))
+        boxes, scores = self._run(self._clf, gray, self.cfg.min_neighbors, mn, mx)
+        keep = scores >= self.cfg.score_threshold
         boxes, scores = boxes[keep], scores[keep]
-        if len(boxes) > 1 and self.nms_iou < 1.0:
-            idx = nms(boxes, scores, self.nms_iou)
+        if len(boxes) > 1 and self.cfg.nms_iou < 1.0:
+            idx = nms(boxes, scores, self.cfg.nms_iou)
             boxes, scores = boxes[idx], scores[idx]
         cls = np.zeros(len(boxes), np.int32)
         if self._nested is not None and len(boxes):
@@ -258,19 +191,19 @@ class HaarDetector:
         ib = np.round(boxes).astype(int)
         for i, (x1, y1, x2, y2) in enumerate(ib):
             roi = gray[max(0, y1):y2, max(0, x1):x2]
-            r, sc = self._run(self._nested, roi, self.nested_min_neighbors, tuple(win), None)
+            r, sc = self._run(self._nested, roi, self.cfg.nested_min_neighbors, tuple(win), None)
             if len(r):
                 parent_ok[i] = True
                 r += [max(0, x1), max(0, y1), max(0, x1), max(0, y1)]
                 child_boxes.append(r)
                 child_scores.append(sc)
-        if self.nested_required:
+        if self.cfg.nested_required:
             boxes, scores = boxes[parent_ok], scores[parent_ok]
         cls = np.zeros(len(boxes), np.int32)
-        if self.nested_output and child_boxes:
+        if self.cfg.nested_output and child_boxes:
             cb = np.concatenate(child_boxes)
             cs = np.concatenate(child_scores)
-            keep = cs >= self.score_threshold
+            keep = cs >= self.cfg.score_threshold
             boxes = np.concatenate([boxes, cb[keep]])
             scores = np.concatenate([scores, cs[keep]])
             cls = np.concatenate([cls, np.ones(int(keep.sum()), np.int32)])

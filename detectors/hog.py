@@ -20,18 +20,19 @@ the window height, in all three runs. Mean IoU rose from 0.51 (raw window) to
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
 
+from core.config import HogConfig
 from core.types import Detections, Frame
-from detectors.base import DetectorError, as_bgr, frame_meta, log
+from detectors.base import as_bgr, config_section, frame_meta, log
 from detectors.nms import nms
 
 __all__ = ["HogDetector", "tighten_boxes"]
 
-TIGHTEN_WH = (0.68, 0.76)
+TIGHTEN_WH = tuple(HogConfig().tighten_wh)  # the fitted factors above (the config default)
 TIGHTEN_DY = -0.02
 _WIN = (64, 128)
 
@@ -47,90 +48,29 @@ def tighten_boxes(xyxy: np.ndarray, fw: float = TIGHTEN_WH[0], fh: float = TIGHT
     return np.stack([cx - 0.5 * fw * w, cy - 0.5 * fh * h, cx + 0.5 * fw * w, cy + 0.5 * fh * h], 1)
 
 
-def _pair(name: str, v: Any, lo: int, hi: int) -> tuple[int, int]:
-    if isinstance(v, (int, float)):
-        v = (v, v)
-    try:
-        a, b = (int(x) for x in v)
-    except (TypeError, ValueError) as e:
-        raise DetectorError(f"{name} must be [x, y], got {v!r}") from e
-    if not (lo <= a <= hi and lo <= b <= hi):
-        raise DetectorError(f"{name} values must be in {lo}..{hi}, got {v!r}")
-    return a, b
-
-
 class HogDetector:
-    """People detector: HOG descriptor + OpenCV's default people SVM.
+    """People detector: HOG descriptor + OpenCV's default people SVM, configured by its
+    `detectors.hog` section (core.config.HogConfig); keyword arguments override fields.
 
-    Keyword parameters:
-      win_stride: [x, y] window step in (upscaled) pixels, multiples of 8, 8..64 ([8, 8])
-      padding: [x, y] border added around the image, 0..64 ([8, 8]); (32, 32) costs ~15 %
-        more time for ~no recall gain on vtest
-      scale: pyramid step, 1.01..2.0 (1.05)
-      hit_threshold: SVM margin a window needs to be returned at all, -5..5 (0.0)
-      upscale: resize factor before the search, 1.0..4.0 (1.5)
-      max_side: cap on the longer side of the searched image, 128..8192 (1600): the effective
-        factor is min(upscale, max_side / longer side), so huge frames are shrunk, not grown
-      nms_iou: IoU above which the lower-scored box is suppressed, 0..1 (0.3)
-      score_threshold: minimum sigmoid(margin), 0..1 (0.6)
-      tighten: shrink windows to the person (True)
-      tighten_wh: [width, height] factors, each 0.3..1.0 ([0.68, 0.76])
-      max_det: keep at most this many boxes, 1..1000 (200)
+    padding (32, 32) costs ~15 % more time than (8, 8) for ~no recall gain on vtest. The
+    effective resize factor is min(upscale, max_side / longer side), so huge frames are
+    shrunk, not grown.
     """
 
     name = "hog"
     class_names = ["person"]
 
-    def __init__(
-        self,
-        win_stride: Sequence[int] | int = (8, 8),
-        padding: Sequence[int] | int = (8, 8),
-        scale: float = 1.05,
-        hit_threshold: float = 0.0,
-        upscale: float = 1.5,
-        max_side: int = 1600,
-        nms_iou: float = 0.3,
-        score_threshold: float = 0.6,
-        tighten: bool = True,
-        tighten_wh: Sequence[float] = TIGHTEN_WH,
-        max_det: int = 200,
-    ) -> None:
-        self.win_stride = _pair("win_stride", win_stride, 8, 64)
-        if self.win_stride[0] % 8 or self.win_stride[1] % 8:
-            # the default descriptor's block stride is 8: other strides are rejected by OpenCV
-            raise DetectorError(f"win_stride must be multiples of 8, got {win_stride!r}")
-        self.padding = _pair("padding", padding, 0, 64)
-        checks = (("scale", scale, 1.01, 2.0), ("hit_threshold", hit_threshold, -5.0, 5.0),
-                  ("upscale", upscale, 1.0, 4.0), ("nms_iou", nms_iou, 0.0, 1.0),
-                  ("score_threshold", score_threshold, 0.0, 1.0))
-        for key, v, lo, hi in checks:
-            if not lo <= float(v) <= hi:
-                raise DetectorError(f"{key} must be in {lo}..{hi}, got {v}")
-        if not 128 <= int(max_side) <= 8192:
-            raise DetectorError(f"max_side must be in 128..8192, got {max_side}")
-        if not 1 <= int(max_det) <= 1000:
-            raise DetectorError(f"max_det must be in 1..1000, got {max_det}")
-        try:
-            fw, fh = (float(x) for x in tighten_wh)
-        except (TypeError, ValueError) as e:
-            raise DetectorError(f"tighten_wh must be [w, h], got {tighten_wh!r}") from e
-        if not (0.3 <= fw <= 1.0 and 0.3 <= fh <= 1.0):
-            raise DetectorError(f"tighten_wh factors must be in 0.3..1.0, got {tighten_wh!r}")
-        self.scale = float(scale)
-        self.hit_threshold = float(hit_threshold)
-        self.upscale = float(upscale)
-        self.max_side = int(max_side)
-        self.nms_iou = float(nms_iou)
-        self.score_threshold = float(score_threshold)
-        self.tighten = bool(tighten)
-        self.tighten_wh = (fw, fh)
-        self.max_det = int(max_det)
+    def __init__(self, cfg: HogConfig | None = None, /, **overrides: Any) -> None:
+        self.cfg = c = config_section(HogConfig, cfg, overrides, "hog")
+        self.win_stride = (c.win_stride[0], c.win_stride[1])  # OpenCV wants tuples
+        self.padding = (c.padding[0], c.padding[1])
+        self.tighten_wh = (c.tighten_wh[0], c.tighten_wh[1])
         self._hog = cv2.HOGDescriptor()
         self._hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
 
     def factor(self, height: int, width: int) -> float:
         """Resize factor used for a frame of this size."""
-        return min(self.upscale, self.max_side / max(height, width))
+        return min(self.cfg.upscale, self.cfg.max_side / max(height, width))
 
     def raw_windows(self, img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Ungrouped windows in frame coordinates (N,4 xyxy float64) and their SVM margins."""
@@ -142,8 +82,8 @@ class HogDetector:
         if img.shape[0] < _WIN[1] or img.shape[1] < _WIN[0]:
             return np.zeros((0, 4)), np.zeros(0)
         rects, weights = self._hog.detectMultiScale(
-            img, hitThreshold=self.hit_threshold, winStride=self.win_stride,
-            padding=self.padding, scale=self.scale, groupThreshold=0)
+            img, hitThreshold=self.cfg.hit_threshold, winStride=self.win_stride,
+            padding=self.padding, scale=self.cfg.scale, groupThreshold=0)
         r = np.asarray(rects, np.float64).reshape(-1, 4)
         m = np.asarray(weights, np.float64).reshape(-1)
         r[:, 2:] += r[:, :2]
@@ -164,13 +104,14 @@ class HogDetector:
         if len(boxes) == 0:
             return Detections.empty(seq, ts)
         score = 1.0 / (1.0 + np.exp(-margin))
-        if self.tighten:
+        if self.cfg.tighten:
             boxes = tighten_boxes(boxes, *self.tighten_wh)
-        keep = nms(boxes, score, self.nms_iou, score_thr=self.score_threshold, max_det=self.max_det)
+        c = self.cfg
+        keep = nms(boxes, score, c.nms_iou, score_thr=c.score_threshold, max_det=c.max_det)
         h, w = img.shape[:2]
         boxes = np.clip(boxes[keep], 0, [w, h, w, h])
         return Detections(boxes, score[keep], np.zeros(len(keep), np.int32),
                           label=["person"] * len(keep), frame_seq=seq, ts=ts)
 
     def __repr__(self) -> str:
-        return f"HogDetector(upscale={self.upscale}, scale={self.scale}, tighten={self.tighten})"
+        return f"HogDetector(upscale={self.cfg.upscale}, scale={self.cfg.scale}, tighten={self.cfg.tighten})"

@@ -22,8 +22,9 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
+from core.config import MotionConfig
 from core.types import Detections, Frame
-from detectors.base import Detector, DetectorError, as_bgr, frame_meta, log
+from detectors.base import Detector, DetectorError, as_bgr, config_section, frame_meta, log
 
 __all__ = ["MotionDetector", "GatedDetector"]
 
@@ -38,98 +39,27 @@ def _kernel(size: int) -> np.ndarray | None:
 
 
 class MotionDetector:
-    """Background-subtraction motion boxes.
+    """Background-subtraction motion boxes, configured by its `detectors.motion` section
+    (core.config.MotionConfig; sizes and areas in original frame pixels); keyword arguments
+    override fields.
 
-    Keyword parameters (sizes and areas in original frame pixels):
-      method: "mog2" | "knn" ("mog2")
-      history: frames in the background model, 1..10000 (500)
-      var_threshold: MOG2 varThreshold / KNN dist2Threshold, 1..10000; None = OpenCV default
-        for the method (16 for mog2, 400 for knn)
-      detect_shadows: model shadows (then they are dropped from the mask) (False)
-      learning_rate: -1 (automatic: OpenCV's fast schedule during warm-up, then 1/history)
-        or a fixed rate in 0..1 (-1)
-      blur: Gaussian kernel size before subtraction, 0 (off) or odd 3..31 (5)
-      open_kernel: opening kernel size, 0..31 (3); close_kernel: closing, 0..31 (7)
-      merge_distance: dilate by this many pixels so blobs closer than it merge, 0..200 (0)
-      min_area: smallest foreground pixel count of a box, 0..1e7 (150)
-      max_area: largest box area, None or > min_area (None)
-      warmup_frames: frames used only to learn the background, 0..10000 (10); never fewer
-        than the subtractor needs to stop flagging everything (mog2 1, knn 4)
-      downscale: process at 1/downscale of the frame size, 1.0..8.0 (1.0)
-      max_side: the processed image's longer side is at most this, 64..8192 (1280): a
-        larger frame is downscaled further (a 4000x3000 frame costs ~3 s at full size)
-      max_det: keep the largest N boxes, 1..1000 (100)
+    learning_rate -1 is OpenCV's fast schedule during warm-up, then 1/history. warmup_frames
+    is never fewer than the subtractor needs to stop flagging everything (mog2 1, knn 4).
+    max_side bounds the processed image: a larger frame is downscaled further (a 4000x3000
+    frame costs ~3 s at full size).
     """
 
     name = "motion"
     class_names = ["motion"]
 
-    def __init__(
-        self,
-        method: str = "mog2",
-        history: int = 500,
-        var_threshold: float | None = None,
-        detect_shadows: bool = False,
-        learning_rate: float = -1.0,
-        blur: int = 5,
-        open_kernel: int = 3,
-        close_kernel: int = 7,
-        merge_distance: int = 0,
-        min_area: float = 150.0,
-        max_area: float | None = None,
-        warmup_frames: int = 10,
-        downscale: float = 1.0,
-        max_side: int = 1280,
-        max_det: int = 100,
-    ) -> None:
-        method = str(method).lower()
-        if method not in _DEFAULT_THRESHOLD:
-            raise DetectorError(f"motion method must be 'mog2' or 'knn', got {method!r}")
-        if not 1 <= int(history) <= 10000:
-            raise DetectorError(f"history must be in 1..10000, got {history}")
-        if var_threshold is not None and not 1.0 <= float(var_threshold) <= 10000.0:
-            raise DetectorError(f"var_threshold must be in 1..10000, got {var_threshold}")
-        lr = float(learning_rate)
-        if not (lr == -1.0 or 0.0 <= lr <= 1.0):
-            raise DetectorError(f"learning_rate must be -1 or in 0..1, got {learning_rate}")
-        if int(blur) != 0 and not (3 <= int(blur) <= 31 and int(blur) % 2 == 1):
-            raise DetectorError(f"blur must be 0 or an odd size in 3..31, got {blur}")
-        for key, v in (("open_kernel", open_kernel), ("close_kernel", close_kernel)):
-            if not 0 <= int(v) <= 31:
-                raise DetectorError(f"{key} must be in 0..31, got {v}")
-        if not 0 <= int(merge_distance) <= 200:
-            raise DetectorError(f"merge_distance must be in 0..200, got {merge_distance}")
-        if not 0 <= float(min_area) <= 1e7:
-            raise DetectorError(f"min_area must be in 0..1e7, got {min_area}")
-        if max_area is not None and float(max_area) <= float(min_area):
-            raise DetectorError(f"max_area ({max_area}) must exceed min_area ({min_area})")
-        if not 0 <= int(warmup_frames) <= 10000:
-            raise DetectorError(f"warmup_frames must be in 0..10000, got {warmup_frames}")
-        if not 1.0 <= float(downscale) <= 8.0:
-            raise DetectorError(f"downscale must be in 1.0..8.0, got {downscale}")
-        if not 64 <= int(max_side) <= 8192:
-            raise DetectorError(f"max_side must be in 64..8192, got {max_side}")
-        if not 1 <= int(max_det) <= 1000:
-            raise DetectorError(f"max_det must be in 1..1000, got {max_det}")
-        self.method = method
-        self.history = int(history)
-        self.var_threshold = float(var_threshold if var_threshold is not None
-                                   else _DEFAULT_THRESHOLD[method])
-        self.detect_shadows = bool(detect_shadows)
-        self.learning_rate = lr
-        self.blur = int(blur)
-        self.downscale = float(downscale)
-        self.open_kernel = int(open_kernel)
-        self.close_kernel = int(close_kernel)
-        self.merge_distance = int(merge_distance)
+    def __init__(self, cfg: MotionConfig | None = None, /, **overrides: Any) -> None:
+        self.cfg = c = config_section(MotionConfig, cfg, overrides, "motion")
+        self.var_threshold = c.var_threshold if c.var_threshold is not None \
+            else _DEFAULT_THRESHOLD[c.method]
+        self.warmup_frames = max(c.warmup_frames, _MIN_WARMUP[c.method])
         self._scale = 1.0  # effective downscale for the current frame size
         self._blur = 0
         self._open = self._close = self._merge = None
-        self.min_area = float(min_area)
-        self.max_area = None if max_area is None else float(max_area)
-        self.warmup_frames = max(int(warmup_frames), _MIN_WARMUP[method])
-        self.max_side = int(max_side)
-        self.max_det = int(max_det)
         self._bg: Any = None
         self._shape: tuple[int, int] | None = None
         self._frames = 0
@@ -154,11 +84,11 @@ class MotionDetector:
         return self._frames <= self.warmup_frames
 
     def _make_bg(self) -> Any:
-        if self.method == "mog2":
-            return cv2.createBackgroundSubtractorMOG2(self.history, self.var_threshold,
-                                                      self.detect_shadows)
-        return cv2.createBackgroundSubtractorKNN(self.history, self.var_threshold,
-                                                 self.detect_shadows)
+        if self.cfg.method == "mog2":
+            return cv2.createBackgroundSubtractorMOG2(self.cfg.history, self.var_threshold,
+                                                      self.cfg.detect_shadows)
+        return cv2.createBackgroundSubtractorKNN(self.cfg.history, self.var_threshold,
+                                                 self.cfg.detect_shadows)
 
     # -- processing ----------------------------------------------------------------------
     def _init_for(self, shape: tuple[int, int]) -> None:
@@ -167,12 +97,12 @@ class MotionDetector:
             log.info("motion: frame size changed %s -> %s, background reset", self._shape, shape)
         self.reset()
         self._shape = shape
-        d = self._scale = max(self.downscale, max(shape) / self.max_side, 1.0)
-        b = round(self.blur / d) if self.blur else 0
+        d = self._scale = max(self.cfg.downscale, max(shape) / self.cfg.max_side, 1.0)
+        b = round(self.cfg.blur / d) if self.cfg.blur else 0
         self._blur = b + 1 - b % 2 if b >= 2 else 0  # odd, or off when it shrinks below 3
-        self._open = _kernel(round(self.open_kernel / d))
-        self._close = _kernel(round(self.close_kernel / d))
-        md = round(self.merge_distance / d)
+        self._open = _kernel(round(self.cfg.open_kernel / d))
+        self._close = _kernel(round(self.cfg.close_kernel / d))
+        md = round(self.cfg.merge_distance / d)
         self._merge = _kernel(md + 1) if md > 0 else None
         self._bg = self._make_bg()
 
@@ -185,13 +115,13 @@ class MotionDetector:
                              interpolation=cv2.INTER_AREA)
         if self._blur:
             img = cv2.GaussianBlur(img, (self._blur, self._blur), 0)
-        lr = self.learning_rate
+        lr = self.cfg.learning_rate
         if lr < 0 and self._frames >= self.warmup_frames:
             # OpenCV's automatic rate is 1/min(2n, history): right for learning the scene,
             # but a few frames after start it lets a new object's colour become "background"
             # within two frames (its Gaussian reaches the 1 - backgroundRatio weight). After
             # warm-up, use the steady-state rate that `history` promises.
-            lr = 1.0 / self.history
+            lr = 1.0 / self.cfg.history
         fg = self._bg.apply(img, learningRate=lr)
         # shadows are 127 when detect_shadows; keep only sure foreground
         mask = np.where(fg > 200, np.uint8(255), np.uint8(0))
@@ -240,11 +170,11 @@ class MotionDetector:
         boxes = boxes * np.array([sx, sy, sx, sy])
         counts = counts * (sx * sy)
         area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-        keep = counts >= self.min_area
-        if self.max_area is not None:
-            keep &= area <= self.max_area
+        keep = counts >= self.cfg.min_area
+        if self.cfg.max_area is not None:
+            keep &= area <= self.cfg.max_area
         boxes, counts, area = boxes[keep], counts[keep], area[keep]
-        order = np.argsort(-counts, kind="stable")[: self.max_det]
+        order = np.argsort(-counts, kind="stable")[: self.cfg.max_det]
         score = np.clip(counts[order] / np.maximum(area[order], 1.0), 0.0, 1.0)
         boxes = np.clip(boxes[order], 0, [w, h, w, h])
         self.last_detections = Detections(boxes, score, np.zeros(len(order), np.int32),
@@ -265,7 +195,7 @@ class MotionDetector:
                           interpolation=cv2.INTER_NEAREST)
 
     def __repr__(self) -> str:
-        return f"MotionDetector(method={self.method!r}, downscale={self.downscale})"
+        return f"MotionDetector(method={self.cfg.method!r}, downscale={self.cfg.downscale})"
 
 
 class GatedDetector:

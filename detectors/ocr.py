@@ -23,13 +23,8 @@ import numpy as np
 
 log = logging.getLogger("vigil.detectors.ocr")
 
-__all__ = ["VALID_PSM", "Reading", "TessReader", "find_tessdata", "read", "crop_rotated",
+__all__ = ["Reading", "TessReader", "find_tessdata", "read", "crop_rotated",
            "crop_xyxy", "rbox_to_quad", "prepare_line"]
-
-# Page segmentation modes Tesseract accepts (tesserocr.PSM values 0..13); 0 (OSD only) and
-# 2 (layout without OCR) produce no text, so they are refused.
-VALID_PSM = {1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13}
-
 
 class Reading(NamedTuple):
     """One recognised crop: text (None when nothing confident was read) and confidence 0..100."""
@@ -145,6 +140,9 @@ class TessReader:
     lang: Tesseract language spec ("eng", "eng+deu"). psm: page segmentation mode
     (7 = single line). min_confidence: readings below it (0..100) come back as text None.
     whitelist: optional characters Tesseract may output (e.g. "0123456789SN ").
+    The values come from a config section that bounds them (core.config: TextConfig psm,
+    min_text_confidence, ocr_line_height; DefectWatchConfig ocr_psm); RuntimeError when
+    tesserocr or the language data is missing.
     """
 
     def __init__(self, lang: str = "eng", psm: int = 7, tessdata: str | None = None,
@@ -154,12 +152,6 @@ class TessReader:
             import tesserocr  # noqa: F401  (imported here: optional dependency, no import cost)
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise RuntimeError("tesserocr is not installed (pip install tesserocr)") from exc
-        if int(psm) not in VALID_PSM:
-            raise ValueError(f"psm must be one of {sorted(VALID_PSM)}, got {psm}")
-        if not 0.0 <= float(min_confidence) <= 100.0:
-            raise ValueError(f"min_confidence must be in [0, 100], got {min_confidence}")
-        if not 8 <= int(target_height) <= 256:
-            raise ValueError(f"target_height must be in [8, 256], got {target_height}")
         path = find_tessdata(tessdata, lang)
         if path is None:
             raise RuntimeError(

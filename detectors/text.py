@@ -23,9 +23,10 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
+from core.config import TextConfig
 from core.types import Detections, Frame
-from detectors.base import DetectorError, as_bgr, choose_providers, frame_meta
-from detectors.ocr import VALID_PSM, TessReader, rbox_to_quad
+from detectors.base import DetectorError, as_bgr, choose_providers, config_section, frame_meta
+from detectors.ocr import TessReader, rbox_to_quad
 
 log = logging.getLogger("vigil.detectors.text")
 
@@ -254,124 +255,34 @@ class TextDetector:
     is None. `last_rotated` (N,5) and `last_text_confidence` (N,) describe the rows of the
     last detect() call (per instance, not per thread).
 
-    Keyword parameters (the `detector.text` config section):
-      box_detector: "dbnet" | "east"
-      model: DBNet .onnx (default models/ch_PP-OCRv4_det_infer.onnx); for EAST a
-             frozen_east_text_detection.pb or .onnx path, required (no default file)
-      limit_side: DBNet longest input side, multiple of 32 in 32..4096 (960)
-      det_threshold: DBNet probability-map threshold, (0, 1) (0.3)
-      box_threshold: DBNet minimum mean probability of a region, (0, 1) (0.6)
-      unclip_ratio: DBNet box expansion, 0..5 (1.5)
-      min_box_size: minimum short side in model-input pixels, 0..1000 (3)
-      max_candidates: most DBNet regions per frame, 1..100000 (1000)
-      east_confidence: EAST score threshold, (0, 1) (0.5)
-      east_nms_iou: EAST rotated-NMS IoU, (0, 1) (0.4)
-      east_input: EAST [width, height], multiples of 32 in 32..4096 ([320, 320])
-      recognize: run Tesseract on every box (True)
-      lang: Tesseract language(s), e.g. "eng" or "eng+deu" ("eng")
-      psm: Tesseract page segmentation mode, one of 1,3..13 (7 = single line)
-      min_text_confidence: Tesseract mean confidence below which text is None, 0..100 (0)
-      keep_unread: keep boxes whose text is None (True)
-      whitelist: characters Tesseract may output, e.g. "0123456789SN " (None = all)
-      ocr_line_height: crop height fed to Tesseract in px, 16..128 (40)
-      ocr_workers: threads reading boxes of one frame in parallel, 1..16 (1)
-      providers: "auto" | "cpu" | "cuda" for ONNX Runtime ("auto": CUDA when available)
-      threads: ONNX Runtime intra-op threads, 0..64 (0 = ORT default)
-      tessdata: folder with <lang>.traineddata (None: <venv>/share/tessdata, then
-                $TESSDATA_PREFIX)
+    Configured by its `detectors.text` section (core.config.TextConfig); keyword arguments
+    override fields. For EAST there is no default model file (it is not shipped).
     """
 
     name = "text"
     class_names = ["text"]
 
-    def __init__(
-        self,
-        box_detector: str = "dbnet",
-        model: str | None = None,
-        limit_side: int = 960,
-        det_threshold: float = 0.3,
-        box_threshold: float = 0.6,
-        unclip_ratio: float = 1.5,
-        min_box_size: float = 3.0,
-        max_candidates: int = 1000,
-        east_confidence: float = 0.5,
-        east_nms_iou: float = 0.4,
-        east_input: Sequence[int] = (320, 320),
-        recognize: bool = True,
-        lang: str = "eng",
-        psm: int = 7,
-        min_text_confidence: float = 0.0,
-        keep_unread: bool = True,
-        whitelist: str | None = None,
-        ocr_line_height: int = 40,
-        ocr_workers: int = 1,
-        providers: str = "auto",
-        threads: int = 0,
-        tessdata: str | None = None,
-    ) -> None:
-        _check(box_detector in ("dbnet", "east"), "box_detector",
-               f"must be 'dbnet' or 'east', got {box_detector!r}")
-        _check(isinstance(limit_side, int) and 32 <= limit_side <= 4096 and limit_side % 32 == 0,
-               "limit_side", f"must be a multiple of 32 in [32, 4096], got {limit_side!r}")
-        for key, val in (("det_threshold", det_threshold), ("box_threshold", box_threshold),
-                         ("east_confidence", east_confidence), ("east_nms_iou", east_nms_iou)):
-            _check(0.0 < float(val) < 1.0, key, f"must be in (0, 1), got {val!r}")
-        _check(0.0 <= float(unclip_ratio) <= 5.0, "unclip_ratio",
-               f"must be in [0, 5], got {unclip_ratio!r}")
-        _check(0.0 <= float(min_box_size) <= 1000, "min_box_size",
-               f"must be in [0, 1000], got {min_box_size!r}")
-        _check(isinstance(max_candidates, int) and 1 <= max_candidates <= 100_000,
-               "max_candidates", f"must be an int in [1, 100000], got {max_candidates!r}")
-        ei = tuple(int(v) for v in east_input)
-        _check(len(ei) == 2 and all(32 <= v <= 4096 and v % 32 == 0 for v in ei), "east_input",
-               f"must be [width, height], multiples of 32 in [32, 4096], got {list(east_input)}")
-        _check(int(psm) in VALID_PSM, "psm",
-               f"must be a Tesseract page segmentation mode in {sorted(VALID_PSM)} "
-               f"(7 = single line, 8 = single word), got {psm!r}")
-        _check(0.0 <= float(min_text_confidence) <= 100.0, "min_text_confidence",
-               f"must be in [0, 100], got {min_text_confidence!r}")
-        _check(isinstance(ocr_line_height, int) and 16 <= ocr_line_height <= 128,
-               "ocr_line_height", f"must be an int in [16, 128], got {ocr_line_height!r}")
-        _check(isinstance(ocr_workers, int) and 1 <= ocr_workers <= 16, "ocr_workers",
-               f"must be an int in [1, 16], got {ocr_workers!r}")
-        _check(providers in ("auto", "cpu", "cuda"), "providers",
-               f"must be 'auto', 'cpu' or 'cuda', got {providers!r}")
-        _check(isinstance(threads, int) and 0 <= threads <= 64, "threads",
-               f"must be an int in [0, 64] (0 = ONNX Runtime default), got {threads!r}")
-
-        self.box_detector = box_detector
-        self.limit_side = int(limit_side)
-        self.det_threshold = float(det_threshold)
-        self.box_threshold = float(box_threshold)
-        self.unclip_ratio = float(unclip_ratio)
-        self.min_box_size = float(min_box_size)
-        self.max_candidates = int(max_candidates)
-        self.east_confidence = float(east_confidence)
-        self.east_nms_iou = float(east_nms_iou)
-        self.east_input = ei
-        self.recognize = bool(recognize)
-        self.keep_unread = bool(keep_unread)
-        self.ocr_workers = int(ocr_workers)
+    def __init__(self, cfg: TextConfig | None = None, /, **overrides: Any) -> None:
+        self.cfg = c = config_section(TextConfig, cfg, overrides, "text")
         self._pool: Any = None  # ThreadPoolExecutor, created on first use when ocr_workers > 1
         self.last_rotated = np.zeros((0, 5), np.float32)
         self.last_text_confidence = np.zeros(0, np.float32)
         self._lock = threading.Lock()  # cv2.dnn.Net is not thread-safe; ORT sessions are
 
-        if box_detector == "dbnet":
-            path = _resolve(model or DEFAULT_DB_MODEL)
+        if c.box_detector == "dbnet":
+            path = _resolve(c.model or DEFAULT_DB_MODEL)
             _check(path is not None, "model",
-                   f"DBNet model {model or DEFAULT_DB_MODEL!r} not found (looked in the working "
+                   f"DBNet model {c.model or DEFAULT_DB_MODEL!r} not found (looked in the working "
                    f"directory and {ROOT}); run `python main.py assets` or point "
                    "detector.text.model at ch_PP-OCRv4_det_infer.onnx")
             self.model = str(path)
-            self._sess = _ort_session(self.model, providers, int(threads))
+            self._sess = _ort_session(self.model, c.providers, c.threads)
             self.provider = self._sess.get_providers()[0]
             self._inp = self._sess.get_inputs()[0].name
             self._net = None
-        else:
-            _check(bool(model), "model", f"box_detector 'east' needs a model path. {EAST_HOWTO}")
-            path = _resolve(str(model))
-            _check(path is not None, "model", f"EAST model {model!r} not found. {EAST_HOWTO}")
+        else:  # the schema requires a model path for EAST
+            path = _resolve(str(c.model))
+            _check(path is not None, "model", f"EAST model {c.model!r} not found. {EAST_HOWTO}")
             try:
                 net = cv2.dnn.readNet(str(path))
             except cv2.error as exc:
@@ -383,21 +294,21 @@ class TextDetector:
             self._net = net
             self._sess = None
             self.provider = "OpenCV-DNN-CPU"
-            log.info("text: EAST %s on OpenCV DNN (CPU), input %dx%d", path.name, *ei)
+            log.info("text: EAST %s on OpenCV DNN (CPU), input %dx%d", path.name, *c.east_input)
 
         self._reader: TessReader | None = None
-        if self.recognize:
+        if c.recognize:
             try:
-                self._reader = TessReader(lang=lang, psm=psm, tessdata=tessdata,
-                                          min_confidence=min_text_confidence,
-                                          whitelist=whitelist, target_height=ocr_line_height)
-            except (RuntimeError, ValueError) as exc:  # no tessdata for `lang` / no tesserocr
-                raise DetectorError(f"text.{'tessdata' if tessdata else 'lang'}: {exc}") from exc
+                self._reader = TessReader(lang=c.lang, psm=c.psm, tessdata=c.tessdata,
+                                          min_confidence=c.min_text_confidence,
+                                          whitelist=c.whitelist, target_height=c.ocr_line_height)
+            except RuntimeError as exc:  # no tessdata for `lang` / no tesserocr
+                raise DetectorError(f"text.{'tessdata' if c.tessdata else 'lang'}: {exc}") from exc
 
     # -- box detection ------------------------------------------------------------------
     def _dbnet(self, img: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         h, w = img.shape[:2]
-        rh, rw = db_input_size(h, w, self.limit_side)
+        rh, rw = db_input_size(h, w, self.cfg.limit_side)
         x = cv2.resize(img, (rw, rh), interpolation=cv2.INTER_LINEAR)
         # PaddleOCR feeds the decoded BGR image straight into NormalizeImage (training and
         # inference alike), so the ImageNet mean/std apply in BGR channel order here too.
@@ -405,24 +316,26 @@ class TextDetector:
         blob = np.ascontiguousarray(blob.transpose(2, 0, 1)[None])
         prob = self._sess.run(None, {self._inp: blob})[0]
         prob = prob.reshape(prob.shape[-2:])
-        rb, sc = db_postprocess(prob, self.det_threshold, self.box_threshold,
-                                self.unclip_ratio, self.min_box_size, self.max_candidates)
+        c = self.cfg
+        rb, sc = db_postprocess(prob, c.det_threshold, c.box_threshold, c.unclip_ratio,
+                                c.min_box_size, c.max_candidates)
         rb, quads = scale_rboxes(rb, w / float(prob.shape[1]), h / float(prob.shape[0]))
         return normalise_rboxes(rb), sc, quads
 
     def _east(self, img: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         h, w = img.shape[:2]
-        iw, ih = self.east_input
+        c = self.cfg
+        iw, ih = c.east_input
         blob = cv2.dnn.blobFromImage(img, 1.0, (iw, ih), EAST_MEAN, swapRB=True, crop=False)
         with self._lock:
             self._net.setInput(blob)
             scores, geometry = self._net.forward(list(EAST_OUTPUTS))
-        rb, sc = decode_east(scores, geometry, self.east_confidence)
+        rb, sc = decode_east(scores, geometry, c.east_confidence)
         short = np.minimum(rb[:, 2], rb[:, 3])
-        ok = short >= self.min_box_size
+        ok = short >= c.min_box_size
         rb, sc = rb[ok], sc[ok]
-        keep = east_nms(rb, sc, self.east_confidence, self.east_nms_iou,
-                        max_candidates=self.max_candidates * 10)
+        keep = east_nms(rb, sc, c.east_confidence, c.east_nms_iou,
+                        max_candidates=c.max_candidates * 10)
         rb, sc = rb[keep], sc[keep]
         rb, quads = scale_rboxes(rb, w / float(iw), h / float(ih))
         return rb, sc, quads
@@ -474,7 +387,7 @@ class TextDetector:
                 readings = self._read_boxes(img, rb)
                 texts = [r.text for r in readings]
                 conf = np.array([r.confidence for r in readings], np.float32)
-                if not self.keep_unread:
+                if not self.cfg.keep_unread:
                     keep = np.array([t is not None for t in texts], dtype=bool)
                     rb, sc, xyxy, conf = rb[keep], sc[keep], xyxy[keep], conf[keep]
                     texts = [t for t in texts if t is not None]
@@ -493,15 +406,15 @@ class TextDetector:
         while recognising, and every worker thread has its own Tesseract API)."""
         reader = self._reader
         assert reader is not None
-        if self.ocr_workers <= 1 or len(rb) < 2:
+        if self.cfg.ocr_workers <= 1 or len(rb) < 2:
             return reader.read(img, rb)
         with self._lock:
             if self._pool is None:
                 from concurrent.futures import ThreadPoolExecutor
 
-                self._pool = ThreadPoolExecutor(self.ocr_workers, thread_name_prefix="vigil-ocr")
+                self._pool = ThreadPoolExecutor(self.cfg.ocr_workers, thread_name_prefix="vigil-ocr")
             pool = self._pool
-        chunks = np.array_split(np.arange(len(rb)), min(self.ocr_workers, len(rb)))
+        chunks = np.array_split(np.arange(len(rb)), min(self.cfg.ocr_workers, len(rb)))
         parts = pool.map(lambda ix: reader.read(img, rb[ix]), chunks)
         return [r for part in parts for r in part]
 

@@ -12,13 +12,14 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
 
+from core.config import YoloConfig
 from core.types import Detections, Frame
-from detectors.base import DetectorError, as_bgr, choose_providers, frame_meta
+from detectors.base import DetectorError, as_bgr, choose_providers, config_section, frame_meta
 from detectors.darknet import FORMAT_VERSION, ensure_onnx, how_to_get
 from detectors.nms import batched_nms
 
@@ -57,68 +58,28 @@ def _resolve(path: str | Path) -> Path:
 
 
 class YoloDetector:
-    """YOLOv3 / YOLOv3-tiny detector.
+    """YOLOv3 / YOLOv3-tiny detector, configured by its `detectors.yolo` section
+    (core.config.YoloConfig); keyword arguments override fields.
 
-    Keyword parameters (the `detector.yolo` config section):
-      model: .onnx from the converter (default models/yolov3-tiny.onnx), or a Darknet
-             .weights file together with `cfg` (converted once to a cached .onnx beside it)
-      cfg: Darknet .cfg, needed only when `model` is a .weights file
-      names: class names file overriding the names stored in the model
-      input_size: network input side, multiple of 32 in 128..1280 (416)
-      conf_threshold: minimum objectness*class score, 0..1 (0.25)
-      nms_iou: IoU above which a same-class box is suppressed, 0..1 (0.45)
-      classes: class names to keep; empty keeps all
-      providers: "auto" | "cpu" | "cuda" ("auto": CUDA when onnxruntime has it, else CPU)
-      intra_op_threads / inter_op_threads: ORT thread pools, 0 = ORT default, 0..64
-      letterbox: keep aspect ratio and pad (True) or stretch to a square like
-                 cv2.dnn.blobFromImage (False)
-      max_det: most detections per frame, 1..10000 (300)
+    model is an .onnx from the converter, or a Darknet .weights file together with `cfg`
+    (converted once to a cached .onnx beside it); a missing .onnx with its Darknet sources
+    beside it is converted too. "auto" providers take CUDA when onnxruntime has it.
+    letterbox false stretches to a square like cv2.dnn.blobFromImage.
     """
 
     name = "yolo"
 
-    def __init__(
-        self,
-        model: str | Path = "models/yolov3-tiny.onnx",
-        cfg: str | Path | None = None,
-        names: str | Path | None = None,
-        input_size: int = 416,
-        conf_threshold: float = 0.25,
-        nms_iou: float = 0.45,
-        classes: Sequence[str] | None = (),
-        providers: str = "auto",
-        intra_op_threads: int = 0,
-        inter_op_threads: int = 0,
-        letterbox: bool = True,
-        max_det: int = 300,
-    ) -> None:
-        if not (isinstance(input_size, int) and 128 <= input_size <= 1280
-                and input_size % 32 == 0):
-            raise DetectorError(f"yolo: input_size must be a multiple of 32 in 128..1280, "
-                                f"got {input_size!r}")
-        for key, val in (("conf_threshold", conf_threshold), ("nms_iou", nms_iou)):
-            if not (isinstance(val, (int, float)) and 0.0 <= float(val) <= 1.0):
-                raise DetectorError(f"yolo: {key} must be a number in 0..1, got {val!r}")
-        for key, val in (("intra_op_threads", intra_op_threads),
-                         ("inter_op_threads", inter_op_threads)):
-            if not (isinstance(val, int) and 0 <= val <= 64):
-                raise DetectorError(f"yolo: {key} must be an integer in 0..64, got {val!r}")
-        if not (isinstance(max_det, int) and 1 <= max_det <= 10000):
-            raise DetectorError(f"yolo: max_det must be in 1..10000, got {max_det!r}")
+    def __init__(self, cfg: YoloConfig | None = None, /, **overrides: Any) -> None:
+        self.cfg = c = config_section(YoloConfig, cfg, overrides, "yolo")
         import onnxruntime as ort  # imported here: no ORT work at module import
 
-        self.input_size = int(input_size)
-        self.conf_threshold = float(conf_threshold)
-        self.nms_iou = float(nms_iou)
-        self.letterbox = bool(letterbox)
-        self.max_det = int(max_det)
-        wanted = choose_providers(providers, ort.get_available_providers(), "yolo")
-        self.model_path = self._model_file(model, cfg, names)
+        wanted = choose_providers(c.providers, ort.get_available_providers(), "yolo")
+        self.model_path = self._model_file(c.model, c.cfg, c.names)
 
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.intra_op_num_threads = int(intra_op_threads)
-        opts.inter_op_num_threads = int(inter_op_threads)
+        opts.intra_op_num_threads = c.intra_op_threads
+        opts.inter_op_num_threads = c.inter_op_threads
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         # no busy-waiting between ops: the capture, tracker and web threads share the cores
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -146,11 +107,11 @@ class YoloDetector:
         self.scale_x_y = [float(s) for s in json.loads(meta.get("scale_x_y", "[]"))] or \
             [1.0] * len(self.anchors)
         self.num_classes = int(meta["num_classes"])
-        self.class_names: list[str] = self._class_names(meta, names)
-        self._keep = self._class_filter(classes)
+        self.class_names: list[str] = self._class_names(meta, c.names)
+        self._keep = self._class_filter(c.classes)
         log.info("yolo: %s (%d classes, %d heads, input %d, letterbox=%s) on %s",
-                 self.model_path.name, self.num_classes, len(self.anchors), self.input_size,
-                 self.letterbox, self.provider)
+                 self.model_path.name, self.num_classes, len(self.anchors), c.input_size,
+                 c.letterbox, self.provider)
 
     # ------------------------------------------------------------------ construction
     @staticmethod
@@ -191,11 +152,9 @@ class YoloDetector:
                                 f"{self.num_classes} classes ({names or self.model_path})")
         return list(got)
 
-    def _class_filter(self, classes: Sequence[str] | None) -> np.ndarray | None:
+    def _class_filter(self, classes: Sequence[str]) -> np.ndarray | None:
         if not classes:
             return None
-        if isinstance(classes, str):
-            classes = [classes]
         index = {n: i for i, n in enumerate(self.class_names)}
         unknown = [c for c in classes if c not in index]
         if unknown:
@@ -209,8 +168,8 @@ class YoloDetector:
     def preprocess(self, img: np.ndarray) -> tuple[np.ndarray, _Transform]:
         """BGR uint8 image -> (1,3,S,S) RGB float blob in [0,1] and the box transform."""
         h, w = img.shape[:2]
-        s = self.input_size
-        if self.letterbox:
+        s = self.cfg.input_size
+        if self.cfg.letterbox:
             r = min(s / w, s / h)
             nw, nh = max(1, int(round(w * r))), max(1, int(round(h * r)))
             px, py = (s - nw) // 2, (s - nh) // 2
@@ -232,7 +191,7 @@ class YoloDetector:
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Raw head outputs -> (xyxy in network-input pixels, score, class_id), thresholded."""
         boxes, scores, cls_ids = [], [], []
-        thr = self.conf_threshold
+        thr = self.cfg.conf_threshold
         for out, anchors, sxy in zip(outputs, self.anchors, self.scale_x_y):
             a = anchors.shape[0]
             _, _, gh, gw = out.shape
@@ -266,7 +225,7 @@ class YoloDetector:
 
     def postprocess(self, outputs: Sequence[np.ndarray], tf: _Transform, seq: int = -1,
                     ts: float = float("nan")) -> Detections:
-        s = self.input_size
+        s = self.cfg.input_size
         xyxy, score, cls = self.decode(outputs, s, s)
         finite = np.all(np.isfinite(xyxy), axis=1) & np.isfinite(score)
         if not np.all(finite):
@@ -277,7 +236,7 @@ class YoloDetector:
             np.array([tf.scale_x, tf.scale_y, tf.scale_x, tf.scale_y], np.float32)
         np.clip(xyxy[:, 0::2], 0, tf.img_w, out=xyxy[:, 0::2])
         np.clip(xyxy[:, 1::2], 0, tf.img_h, out=xyxy[:, 1::2])
-        keep = batched_nms(xyxy, score, cls, self.nms_iou, max_det=self.max_det)
+        keep = batched_nms(xyxy, score, cls, self.cfg.nms_iou, max_det=self.cfg.max_det)
         xyxy, score, cls = xyxy[keep], score[keep], cls[keep]
         labels = [self.class_names[c] for c in cls.tolist()]
         return Detections(xyxy, score, cls, label=labels, frame_seq=seq, ts=ts)
@@ -291,5 +250,5 @@ class YoloDetector:
         return self.postprocess(self.raw(blob), tf, seq, ts)
 
     def __repr__(self) -> str:
-        return (f"YoloDetector(model={self.model_path.name!r}, input_size={self.input_size}, "
+        return (f"YoloDetector(model={self.model_path.name!r}, input_size={self.cfg.input_size}, "
                 f"provider={self.provider!r})")

@@ -47,43 +47,20 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
 
+from core.config import DefectWatchConfig, resolve_section
 from core.types import Event, EventKind, Frame, Tracks
 
 log = logging.getLogger("vigil.events.defects")
 
 __all__ = ["DefectWatch", "Verdict", "Crossing", "Reference", "ConveyorEvaluator",
-           "find_text_lines", "dhash_gray", "register", "PARAM_BOUNDS"]
+           "find_text_lines", "dhash_gray", "register"]
 
 PASS, DEFECT, UNKNOWN = "PASS", "DEFECT", "UNKNOWN"
-
-# Inclusive bounds of the numeric keyword parameters (the config schema can reuse them).
-PARAM_BOUNDS: dict[str, tuple[float, float]] = {
-    "line_x": (0.0, 1e5),
-    "learn_parts": (2, 50),
-    "diff_threshold": (5.0, 200.0),
-    "area_threshold": (1.0, 1e6),
-    "dhash_threshold": (0, 64),
-    "shape_dhash": (0, 64),
-    "size_tolerance": (0.0, 1.0),
-    "shape_mismatch": (0.0, 1.0),
-    "learn_mismatch": (0.0, 1.0),
-    "ocr_psm": (6, 13),
-    "ocr_min_confidence": (0.0, 100.0),
-    "min_part_area": (0.0, 1e8),
-    "min_part_side": (1.0, 1e5),
-    "margin": (0.0, 1.0),
-    "blur_sigma": (0.0, 10.0),
-    "max_pending": (1, 10_000),
-    "max_verdicts": (1, 10_000_000),
-    "track_ttl": (1, 100_000),
-    "jpeg_quality": (10, 100),
-}
-
 
 class Verdict(NamedTuple):
     """One judged part. The first four fields are (track_id, serial, verdict, frame_seq)."""
@@ -285,122 +262,31 @@ class _Item:
 class DefectWatch:
     """Counts parts crossing an inspection line and judges each against a golden reference.
 
-    camera: camera name put on events.
-    line_x: vertical inspection line at this x (fraction of the frame width when `normalized`,
-      else pixels); default 0.5 when neither `line_x` nor `line` is given.
-    line: ((x1, y1), (x2, y2)) directed line (fractions when `normalized`); a part counts when
-      its centre passes from the left of p1->p2 to the right, seen with y pointing down
-      (for a top-to-bottom line that is left-to-right motion). Only the segment counts.
-    reference: image file of a good part (cropped to the part with a small margin); None:
-      learn references from the first `learn_parts` alike parts of each shape (2..50, 5).
-    diff_threshold: grey-level difference after normalisation and blur counted as changed
-      (5..200, 40). area_threshold: largest changed blob, in pixels of the reference, above
-      which a part is DEFECT (1..1e6, 25). dhash_threshold: dHash bits above which a part is
-      DEFECT (0..64, 14). Shape pre-selection: box size within `size_tolerance` (relative,
-      0..1, 0.25) and dHash within `shape_dhash` bits (0..64, 24); the decision: after
-      registration at most `shape_mismatch` (0..1, 0.08) of the compared pixels changed
-      (more: another shape, not a defect). learn_mismatch (0..1, 0.08): the same bound between
-      two parts of one learning group.
-    ocr: read serial labels with Tesseract. ocr_psm (6..13, 7), ocr_whitelist,
-      ocr_min_confidence (0..100, 30), serial_pattern (regex with one group: the number),
-      serial_format ("SN {}").
-    min_part_area (px^2, 1500) / min_part_side (px, 24): smaller boxes are not parts.
-    margin: crop margin as a fraction of the part's longer side (0..1, 0.08).
-    blur_sigma: Gaussian blur before differencing (0..10, 1.0).
-    max_pending: parts kept waiting for a reference (1..10000, 64); the oldest beyond it gets
-      verdict UNKNOWN. max_verdicts: verdict records kept (1..1e7, 10000).
-    track_ttl: frames a vanished track's side is remembered (1..1e5, 50).
-    snapshot: attach a JPEG of the judged crop to verdict events; jpeg_quality (10..100, 85).
+    camera: camera name put on events. cfg: the camera's `defect_watch` section
+    (core.config.DefectWatchConfig: every parameter, its default and bounds; `enabled` is
+    for the caller); keyword arguments override fields of it, e.g.
+    `DefectWatch("cam", ocr=False, learn_parts=3)`; bad ones raise ValueError naming the key.
+    The inspection line is `line_x` (vertical) or a directed `line`, in fractions of the frame
+    when `normalized`.
     """
 
-    def __init__(
-        self,
-        camera: str,
-        line_x: float | None = None,
-        line: Sequence[Sequence[float]] | None = None,
-        normalized: bool = True,
-        reference: str | None = None,
-        learn_parts: int = 5,
-        diff_threshold: float = 40.0,
-        area_threshold: float = 25.0,
-        dhash_threshold: int = 14,
-        shape_dhash: int = 24,
-        size_tolerance: float = 0.25,
-        shape_mismatch: float = 0.08,
-        learn_mismatch: float = 0.08,
-        ocr: bool = True,
-        ocr_psm: int = 7,
-        ocr_whitelist: str = "SN0123456789 ",
-        ocr_min_confidence: float = 30.0,
-        serial_pattern: str = r"S\s*N\s*(\d{3,6})",
-        serial_format: str = "SN {}",
-        min_part_area: float = 1500.0,
-        min_part_side: float = 24.0,
-        margin: float = 0.08,
-        blur_sigma: float = 1.0,
-        max_pending: int = 64,
-        max_verdicts: int = 10_000,
-        track_ttl: int = 50,
-        snapshot: bool = True,
-        jpeg_quality: int = 85,
-    ) -> None:
+    def __init__(self, camera: str, cfg: DefectWatchConfig | None = None, /,
+                 **overrides: Any) -> None:
         if not camera or not isinstance(camera, str):
             raise ValueError("DefectWatch camera must be a non-empty string")
-        loc = dict(locals())
-        for key, (lo, hi) in PARAM_BOUNDS.items():
-            v = loc.get(key)
-            if v is None:
-                continue
-            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and lo <= v <= hi):
-                raise ValueError(f"defect watch {key}={v!r} is outside [{lo}, {hi}]")
-        if line_x is not None and line is not None:
-            raise ValueError("defect watch: give line_x or line, not both")
-        if line is not None:
-            pts = np.asarray(line, np.float64)
-            if pts.shape != (2, 2) or not np.all(np.isfinite(pts)) or np.allclose(pts[0], pts[1]):
-                raise ValueError(f"defect watch line must be two distinct points, got {line!r}")
+        self.cfg = c = resolve_section(DefectWatchConfig, cfg, overrides, where="defect_watch")
+        if c.line is not None:
+            pts = np.asarray(c.line, np.float64)
         else:
-            x = 0.5 if line_x is None else float(line_x)
-            if normalized and not 0.0 <= x <= 1.0:
-                raise ValueError(f"defect watch line_x={x} must be in [0, 1] when normalized")
-            pts = np.array([[x, 0.0], [x, 1.0 if normalized else 1e9]], np.float64)
-        try:
-            self._serial_re = re.compile(serial_pattern)
-        except re.error as e:
-            raise ValueError(f"defect watch serial_pattern is not a regex: {e}") from None
-        if self._serial_re.groups != 1:
-            raise ValueError("defect watch serial_pattern must have exactly one group")
-        if "{}" not in serial_format:
-            raise ValueError("defect watch serial_format must contain '{}'")
+            pts = np.array([[c.line_x, 0.0], [c.line_x, 1.0 if c.normalized else 1e9]], np.float64)
+        self._serial_re = re.compile(c.serial_pattern)
         self.camera = camera
         self.line_pts = pts
-        self.normalized = bool(normalized)
-        self.learn_parts = int(learn_parts)
-        self.diff_threshold = float(diff_threshold)
-        self.area_threshold = float(area_threshold)
-        self.dhash_threshold = int(dhash_threshold)
-        self.shape_dhash = int(shape_dhash)
-        self.size_tolerance = float(size_tolerance)
-        self.shape_mismatch = float(shape_mismatch)
-        self.learn_mismatch = float(learn_mismatch)
-        self.ocr = bool(ocr)
-        self.ocr_psm = int(ocr_psm)
-        self.ocr_whitelist = ocr_whitelist
-        self.ocr_min_confidence = float(ocr_min_confidence)
-        self.serial_format = serial_format
-        self.min_part_area = float(min_part_area)
-        self.min_part_side = float(min_part_side)
-        self.margin = float(margin)
-        self.blur_sigma = float(blur_sigma)
-        self.max_pending = int(max_pending)
-        self.max_verdicts = int(max_verdicts)
-        self.track_ttl = int(track_ttl)
-        self.snapshot = bool(snapshot)
-        self.jpeg_quality = int(jpeg_quality)
+        self._ocr = c.ocr  # turned off at runtime when Tesseract is missing
         self._reader: Any = None
         self._file_reference: Reference | None = None
-        if reference is not None:
-            self._file_reference = self._load_reference(reference)
+        if c.reference is not None:
+            self._file_reference = self._load_reference(c.reference)
         self.reset()
 
     # ------------------------------------------------------------------ state
@@ -413,8 +299,8 @@ class DefectWatch:
         self._dis_cache: collections.OrderedDict[tuple[int, int], float] = collections.OrderedDict()
         self._sides: dict[int, tuple[float, int]] = {}  # track id -> (side, last frame seq)
         self._counted: collections.OrderedDict[int, None] = collections.OrderedDict()
-        self.verdicts: collections.deque[Verdict] = collections.deque(maxlen=self.max_verdicts)
-        self.crossings: collections.deque[Crossing] = collections.deque(maxlen=self.max_verdicts)
+        self.verdicts: collections.deque[Verdict] = collections.deque(maxlen=self.cfg.max_verdicts)
+        self.crossings: collections.deque[Crossing] = collections.deque(maxlen=self.cfg.max_verdicts)
         self._n = {"parts": 0, "pass": 0, "defect": 0, "unknown": 0, "labels_read": 0}
         # timings (ms): one registered comparison; a whole judged part at its crossing
         # (crop, OCR, shape match, verdict, snapshot)
@@ -441,7 +327,7 @@ class DefectWatch:
             raise ValueError(f"defect watch reference {str(p)!r} is not a readable image")
         gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY).astype(np.float32)
         h, w = gray.shape
-        m = self.margin / (1 + 2 * self.margin)   # the file is the part plus its margin
+        m = self.cfg.margin / (1 + 2 * self.cfg.margin)   # the file is the part plus its margin
         part = (w * (1 - 2 * m), h * (1 - 2 * m))
         ignore = self._border(gray.shape)
         lines = find_text_lines(gray.astype(np.uint8), *self._text_sizes(part))
@@ -449,7 +335,7 @@ class DefectWatch:
             ignore[y1:y2, x1:x2] = True
         mx, my = int(round((w - part[0]) / 2)), int(round((h - part[1]) / 2))
         inner = gray[my:h - my, mx:w - mx] if h > 2 * my and w > 2 * mx else gray
-        return Reference(gray, ignore, part, 0, 0, lines, dhash_gray(inner)).finish(self.blur_sigma)
+        return Reference(gray, ignore, part, 0, 0, lines, dhash_gray(inner)).finish(self.cfg.blur_sigma)
 
     # ------------------------------------------------------------------ geometry
     def line_px(self, w: int, h: int) -> np.ndarray:
@@ -459,7 +345,7 @@ class DefectWatch:
     def _line_for(self, w: int, h: int) -> np.ndarray:
         if self._frame_size != (w, h):
             pts = self.line_pts.copy()
-            if self.normalized:
+            if self.cfg.normalized:
                 pts = pts * np.array([w, h], np.float64)
             self._line_px, self._frame_size = pts, (w, h)
         return self._line_px  # type: ignore[return-value]
@@ -490,7 +376,7 @@ class DefectWatch:
             prev = np.array([self._sides.get(i, (np.nan, 0))[0] for i in ids], np.float64)
             bw, bh = xy[:, 2] - xy[:, 0], xy[:, 3] - xy[:, 1]
             whole = (xy[:, 0] > 1) & (xy[:, 2] < W - 1)
-            sized = (bw * bh >= self.min_part_area) & (np.minimum(bw, bh) >= self.min_part_side)
+            sized = (bw * bh >= self.cfg.min_part_area) & (np.minimum(bw, bh) >= self.cfg.min_part_side)
             cross = (prev < 0) & (side >= 0) & (t >= 0) & (t <= 1) & whole & sized
             counted = np.array([i in self._counted for i in ids], bool)
             cross &= ~counted
@@ -503,7 +389,7 @@ class DefectWatch:
             for i, s in zip(ids, side.tolist()):
                 self._sides[i] = (s, seq)
         if len(self._sides) > 4 * max(n, 16):
-            self._sides = {k: v for k, v in self._sides.items() if seq - v[1] <= self.track_ttl}
+            self._sides = {k: v for k, v in self._sides.items() if seq - v[1] <= self.cfg.track_ttl}
         return out
 
     def _mark_counted(self, tid: int) -> None:
@@ -543,7 +429,7 @@ class DefectWatch:
                      (bw, bh), dhash_gray(inner if inner.size else gray))
         self.crossings.append(Crossing(part, tid, item.frame_seq, bx))
         out: list[tuple[Event, bytes | None]] = []
-        if self.ocr:
+        if self._ocr:
             self._read_serial(item)
             if item.serial is not None:
                 self._n["labels_read"] += 1
@@ -558,7 +444,7 @@ class DefectWatch:
             return out
         self._pool.append(item)
         out.extend(self._try_learn(item))
-        while len(self._pool) > self.max_pending:
+        while len(self._pool) > self.cfg.max_pending:
             old = self._pool.pop(0)
             out.append(self._emit(old, UNKNOWN, -1, -1, None, None, retro=True))
         return out
@@ -582,7 +468,7 @@ class DefectWatch:
     def _reader_obj(self) -> Any:
         if self._reader is None:
             from detectors.ocr import TessReader  # lazy: Tesseract loads its model on first use
-            self._reader = TessReader(psm=self.ocr_psm, whitelist=self.ocr_whitelist or None,
+            self._reader = TessReader(psm=self.cfg.ocr_psm, whitelist=self.cfg.ocr_whitelist or None,
                                       min_confidence=0.0)
         return self._reader
 
@@ -592,7 +478,7 @@ class DefectWatch:
             return None
         t = " ".join(text.upper().split())
         m = self._serial_re.search(t)
-        return self.serial_format.format(m.group(1)) if m else None
+        return self.cfg.serial_format.format(m.group(1)) if m else None
 
     def _read_serial(self, item: _Item) -> None:
         g8 = np.clip(item.gray, 0, 255).astype(np.uint8)
@@ -603,7 +489,7 @@ class DefectWatch:
             reader = self._reader_obj()
         except RuntimeError as e:  # Tesseract missing: say so once, keep judging parts
             log.warning("defect watch %s: OCR disabled: %s", self.camera, e)
-            self.ocr = False
+            self._ocr = False
             return
         H, W = g8.shape
         # a tight pad first (a sticker border inside the crop can spoil the whole line), then
@@ -615,19 +501,19 @@ class DefectWatch:
                 rd = reader.read_crop(g8[max(y1 - py, 0):min(y2 + py, H),
                                          max(x1 - px, 0):min(x2 + px, W)])
                 serial = self.normalise_serial(rd.text)
-                if serial is not None and rd.confidence >= self.ocr_min_confidence:
+                if serial is not None and rd.confidence >= self.cfg.ocr_min_confidence:
                     item.serial, item.serial_conf = serial, rd.confidence
                     return
 
     # ------------------------------------------------------------------ shapes and learning
     def _size_ok(self, a: tuple[float, float], b: tuple[float, float]) -> bool:
-        tol = self.size_tolerance
+        tol = self.cfg.size_tolerance
         return (abs(a[0] - b[0]) <= tol * max(b[0], 1.0)) and (abs(a[1] - b[1]) <= tol * max(b[1], 1.0))
 
     def _candidates(self, item: _Item) -> list[Reference]:
         """References whose part size (and loosely dHash) fits `item`, closest size first."""
         refs = [r for r in self.references if self._size_ok(item.size, r.part_size)
-                and _popcount(item.dhash, r.part_dhash) <= self.shape_dhash]
+                and _popcount(item.dhash, r.part_dhash) <= self.cfg.shape_dhash]
         return sorted(refs, key=lambda r: abs(item.size[0] - r.part_size[0])
                       + abs(item.size[1] - r.part_size[1]))
 
@@ -641,7 +527,7 @@ class DefectWatch:
         for ref in self._candidates(item):
             area, dd, changed, _ = self.compare(ref, item.gray, item.centre)
             frac = float(np.count_nonzero(changed)) / max(int(ref.valid_count), 1)
-            if frac <= self.shape_mismatch and (best is None or frac < best[1][3]):
+            if frac <= self.cfg.shape_mismatch and (best is None or frac < best[1][3]):
                 best = (ref, (area, dd, changed, frac))
         return best
 
@@ -655,8 +541,8 @@ class DefectWatch:
         pa = cv2.getRectSubPix(a.gray, (cw, ch), a.centre)
         pb, _, _ = register(pa, b.gray, b.centre)
         pb = pb * (float(np.median(pa)) / max(float(np.median(pb)), 1.0))
-        diff = cv2.absdiff(_blur(pa, self.blur_sigma), _blur(pb, self.blur_sigma))
-        ch_ = cv2.morphologyEx((diff > self.diff_threshold).astype(np.uint8), cv2.MORPH_OPEN,
+        diff = cv2.absdiff(_blur(pa, self.cfg.blur_sigma), _blur(pb, self.cfg.blur_sigma))
+        ch_ = cv2.morphologyEx((diff > self.cfg.diff_threshold).astype(np.uint8), cv2.MORPH_OPEN,
                                np.ones((2, 2), np.uint8))
         d = float(np.count_nonzero(ch_[3:-3, 3:-3])) / max((ch - 6) * (cw - 6), 1)
         self._dis_cache[key] = d
@@ -671,8 +557,8 @@ class DefectWatch:
         4 x learn_parts. Consistent: within `learn_mismatch` of one member (the group's
         centre) after registration; the centre with most such neighbours wins."""
         cands = [it for it in self._pool if self._size_ok(it.size, new.size)
-                 and _popcount(it.dhash, new.dhash) <= self.shape_dhash]
-        cands = cands[-4 * self.learn_parts:]
+                 and _popcount(it.dhash, new.dhash) <= self.cfg.shape_dhash]
+        cands = cands[-4 * self.cfg.learn_parts:]
         if len(cands) < need:
             return None
         k = len(cands)
@@ -680,7 +566,7 @@ class DefectWatch:
         for i in range(k):
             for j in range(i + 1, k):
                 d[i, j] = d[j, i] = self._dissimilarity(cands[i], cands[j])
-        near = d <= self.learn_mismatch
+        near = d <= self.cfg.learn_mismatch
         score = near.sum(axis=1) * 10.0 - d.sum(axis=1) / max(k, 1)
         c = int(np.argmax(score))
         group = [cands[j] for j in np.flatnonzero(near[c]).tolist()]
@@ -688,7 +574,7 @@ class DefectWatch:
 
     def _try_learn(self, new: _Item) -> list[tuple[Event, bytes | None]]:
         """Build a reference when `learn_parts` consistent pool parts like `new` exist."""
-        group = self._cluster(new, self.learn_parts)
+        group = self._cluster(new, self.cfg.learn_parts)
         return self._learn(group) if group else []
 
     def _learn(self, group: list[_Item]) -> list[tuple[Event, bytes | None]]:
@@ -711,7 +597,7 @@ class DefectWatch:
         return out
 
     def _canvas(self, size: tuple[float, float]) -> tuple[int, int]:
-        m = self.margin * max(size)
+        m = self.cfg.margin * max(size)
         return int(round(size[0] + 2 * m)) | 1, int(round(size[1] + 2 * m)) | 1
 
     def _border(self, shape: tuple[int, int], b: int = 3) -> np.ndarray:
@@ -739,8 +625,8 @@ class DefectWatch:
                 stack[j] = patch * (float(np.median(seed)) / max(lvl, 1.0))
             seed = np.median(stack, axis=0).astype(np.float32)
         med = seed
-        dev = np.abs(np.stack([_blur(s, self.blur_sigma) for s in stack]) - _blur(med, self.blur_sigma))
-        votes = (dev > self.diff_threshold).sum(axis=0)
+        dev = np.abs(np.stack([_blur(s, self.cfg.blur_sigma) for s in stack]) - _blur(med, self.cfg.blur_sigma))
+        votes = (dev > self.cfg.diff_threshold).sum(axis=0)
         # any learned part off the median inside a text line marks it as a serial label
         variable = cv2.morphologyEx((votes >= 1).astype(np.uint8), cv2.MORPH_OPEN,
                                     np.ones((2, 2), np.uint8)) > 0
@@ -759,7 +645,7 @@ class DefectWatch:
         ignore |= cv2.dilate(majority, np.ones((5, 5), np.uint8)) > 0
         return Reference(med, ignore, size, n, len(self.references),
                          np.array(keep_lines, np.int64).reshape(-1, 4),
-                         int(medoid.dhash)).finish(self.blur_sigma)
+                         int(medoid.dhash)).finish(self.cfg.blur_sigma)
 
     # ------------------------------------------------------------------ judgement
     def compare(self, ref: Reference, gray: np.ndarray, centre: tuple[float, float]
@@ -771,8 +657,8 @@ class DefectWatch:
         valid = ~ref.ignore
         lvl = float(np.median(patch[valid])) if valid.any() else float(np.median(patch))
         patch = patch * (ref.median_level / max(lvl, 1.0))
-        diff = cv2.absdiff(_blur(patch, self.blur_sigma), ref.blurred)
-        changed = ((diff > self.diff_threshold) & valid).astype(np.uint8)
+        diff = cv2.absdiff(_blur(patch, self.cfg.blur_sigma), ref.blurred)
+        changed = ((diff > self.cfg.diff_threshold) & valid).astype(np.uint8)
         changed = cv2.morphologyEx(changed, cv2.MORPH_OPEN, np.ones((2, 2), np.uint8))
         area = 0
         if changed.any():
@@ -791,7 +677,7 @@ class DefectWatch:
     def _verdict(self, item: _Item, ref: Reference, cmp: tuple[int, int, np.ndarray, float],
                  retro: bool) -> tuple[Event, bytes | None]:
         area, dd, changed, _ = cmp
-        verdict = DEFECT if (area > self.area_threshold or dd > self.dhash_threshold) else PASS
+        verdict = DEFECT if (area > self.cfg.area_threshold or dd > self.cfg.dhash_threshold) else PASS
         return self._emit(item, verdict, area, dd, ref, changed, retro)
 
     def _emit(self, item: _Item, verdict: str, area: int, dd: int, ref: Reference | None,
@@ -806,7 +692,7 @@ class DefectWatch:
                    box=item.box, frame_seq=item.frame_seq,
                    data={"verdict": verdict, "serial": item.serial, "diff_area": int(area),
                          "dhash": int(dd), "part": item.part, "shape": shape, "retro": retro})
-        snap = self._snapshot(item, verdict, ref, changed) if self.snapshot else None
+        snap = self._snapshot(item, verdict, ref, changed) if self.cfg.snapshot else None
         return ev, snap
 
     def _snapshot(self, item: _Item, verdict: str, ref: Reference | None,
@@ -826,7 +712,7 @@ class DefectWatch:
         text = f"#{item.part} {verdict}" + (f" {item.serial}" if item.serial else "")
         cv2.putText(img, text, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
         cv2.putText(img, text, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
-        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
+        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, self.cfg.jpeg_quality])
         return buf.tobytes() if ok else None
 
     # ------------------------------------------------------------------ end of stream
@@ -836,7 +722,7 @@ class DefectWatch:
         left alone is judged against the nearest-size reference (it is unlike all of them:
         DEFECT) or, with none, gets UNKNOWN."""
         out: list[tuple[Event, bytes | None]] = []
-        need = min(3, self.learn_parts)
+        need = min(3, self.cfg.learn_parts)
         while self._pool:
             first = self._pool[0]
             m = self._match(first)

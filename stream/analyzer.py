@@ -25,18 +25,13 @@ from trackers.tracker import Tracker
 log = logging.getLogger("vigil.analyzer")
 
 
-def tracker_params(cfg: VigilConfig) -> dict[str, Any]:
-    return cfg.tracker.model_dump()
-
-
 def build_camera_detector(cam: CameraConfig, cfg: VigilConfig) -> Detector:
-    """The detector named by the camera, with its config section, gated by motion if asked."""
-    params = cfg.detector_section(cam).model_dump() if cam.detector != "none" else {}
-    det = build_detector(cam.detector, params)
+    """The detector named by the camera, built from its config section (with the camera's
+    detector_params applied), gated by motion if asked."""
+    det = build_detector(cam.detector, cfg.detector_section(cam) if cam.detector != "none" else None)
     if cam.gate == "motion" and cam.detector not in ("none", "motion"):
         from detectors.motion import GatedDetector
-        gate = build_detector("motion", cfg.detectors.motion.model_dump())
-        det = GatedDetector(det, gate)
+        det = GatedDetector(det, build_detector("motion", cfg.detectors.motion))
     return det
 
 
@@ -259,8 +254,6 @@ def build_analyzer(cam: CameraConfig, cfg: VigilConfig, detector: Detector | Non
                                      confirm_frames=z.confirm_frames) for z in cam.zones]
     defects = None
     if cam.defect_watch is not None and cam.defect_watch.enabled:
-        params = cam.defect_watch.model_dump()
-        params.pop("enabled")
-        defects = DefectWatch(cam.name, **params)
-    return Analyzer(cam.name, det, Tracker(**tracker_params(cfg)), emit, lines=lines, zones=zones,
+        defects = DefectWatch(cam.name, cam.defect_watch)
+    return Analyzer(cam.name, det, Tracker(cfg.tracker), emit, lines=lines, zones=zones,
                     snapshots=cfg.events.snapshots, defects=defects)

@@ -234,10 +234,7 @@ def evaluate(*, det: str | None = None, tracks: str | None = None, gt: str | Non
         return _finite(res)
     kw = dict(params or {})
     kw.setdefault("appearance", appearance)
-    try:
-        tracker = Tracker(**kw)
-    except TypeError as exc:
-        raise ValueError(str(exc)) from None
+    tracker = Tracker(**kw)  # unknown keys and bad values: ValueError naming the key
     info = seqinfo(det)
     if fps is None and video:
         fps = video_fps(video) or None

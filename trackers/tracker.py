@@ -30,79 +30,19 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
 
+from core.config import TrackerConfig, resolve_section
 from core.types import Detections, Frame, Tracks
 from trackers.appearance import dhash_boxes, hamming_matrix
 from trackers.association import centre_distance_matrix, gated_assignment, iou_matrix
 from trackers.kalman import BoxKalman, cxcywh_to_xyxy, xyxy_to_cxcywh
 
-__all__ = ["Tracker", "TrackerParams", "PARAM_BOUNDS"]
+__all__ = ["Tracker"]
 
 _K = 4  # dHashes remembered per track (the minimum distance over them is used)
-
-
-@dataclass(frozen=True)
-class TrackerParams:
-    """Every tunable, with defaults meant for any camera (times in seconds, sizes relative
-    to the box). PARAM_BOUNDS gives the accepted range of each."""
-
-    max_age_s: float = 1.5          # coasting longer than this -> lost
-    max_age_frames: int = 45        # or more missed detector updates than this -> lost
-    coast_report_s: float = 0.1     # coasting tracks are reported this long (0: never)
-    min_hits: int = 3               # matched updates before a track is confirmed
-    warmup_frames: int = 3          # first updates after start/reset confirm at once
-    iou_gate: float = 0.3           # minimum IoU for a motion match
-    distance_gate: float = 0.0      # second stage for coasting tracks: max centre distance in box heights (0: off)
-    appearance: bool = True         # use dHash when an image is given
-    appearance_weight: float = 0.5  # cost = (1 - IoU) + weight * hamming / 64, inside the gate
-    dhash_threshold: int = 16       # max Hamming bits for re-identification
-    reid_window_s: float = 5.0      # how long a lost track can get its id back (0: never)
-    reid_radius: float = 1.0        # re-id gate: radius in box heights at loss time ...
-    reid_speed: float = 0.5         # ... growing by (track speed + this * height) per second
-    trail_length: int = 32          # recent centres kept per track
-    max_tracks: int = 256           # live tracks (and lost tracks) kept at most
-    max_events: int = 10_000        # undelivered events kept at most
-    std_meas: float = 0.03          # Kalman: detector box noise, fraction of box size
-    std_vel0: float = 0.6           # Kalman: initial velocity std, box sizes per second
-    accel: float = 0.05             # Kalman: white-noise acceleration density, (sizes/s^2)^2 s
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            lo, hi = PARAM_BOUNDS[f.name]
-            v = getattr(self, f.name)
-            if isinstance(v, bool) or lo is None:
-                continue
-            if not (lo <= v <= hi):
-                raise ValueError(f"tracker.{f.name}={v!r} is outside [{lo}, {hi}]")
-        if self.min_hits < 1:
-            raise ValueError("tracker.min_hits must be >= 1")
-
-
-PARAM_BOUNDS: dict[str, tuple[Any, Any]] = {
-    "max_age_s": (0.0, 60.0),
-    "max_age_frames": (0, 10_000),
-    "coast_report_s": (0.0, 60.0),
-    "min_hits": (1, 100),
-    "warmup_frames": (0, 100),
-    "iou_gate": (0.01, 0.99),
-    "distance_gate": (0.0, 5.0),
-    "appearance": (None, None),
-    "appearance_weight": (0.0, 10.0),
-    "dhash_threshold": (0, 64),
-    "reid_window_s": (0.0, 600.0),
-    "reid_radius": (0.0, 20.0),
-    "reid_speed": (0.0, 20.0),
-    "trail_length": (1, 10_000),
-    "max_tracks": (1, 100_000),
-    "max_events": (1, 10_000_000),
-    "std_meas": (1e-4, 1.0),
-    "std_vel0": (1e-3, 100.0),
-    "accel": (0.0, 1000.0),
-}
 
 # Per-track columns of the live table and of the lost table.
 _LIVE = ("x", "P", "id", "cls", "label", "score", "hits", "misses", "age", "confirmed",
@@ -111,13 +51,13 @@ _LOST = ("id", "cls", "label", "xywh", "vel", "ts", "hash", "hits")
 
 
 class Tracker:
-    """Multi-object tracker. Keyword arguments are the fields of TrackerParams."""
+    """Multi-object tracker configured by its `tracker:` section (core.config.TrackerConfig,
+    where every parameter's default and bounds are declared). Keyword arguments override
+    fields of `cfg` (or of the defaults): `Tracker(max_age_s=2)`; bad ones raise ValueError
+    naming the key."""
 
-    def __init__(self, **params: Any) -> None:
-        unknown = set(params) - {f.name for f in fields(TrackerParams)}
-        if unknown:
-            raise TypeError(f"unknown tracker parameter(s): {', '.join(sorted(unknown))}")
-        self.params = TrackerParams(**params)
+    def __init__(self, cfg: TrackerConfig | None = None, /, **overrides: Any) -> None:
+        self.params: TrackerConfig = resolve_section(TrackerConfig, cfg, overrides, where="tracker")
         p = self.params
         self.kf = BoxKalman(std_meas=p.std_meas, std_pos0=2 * p.std_meas, std_vel0=p.std_vel0,
                             accel=p.accel)
@@ -504,4 +444,4 @@ class Tracker:
 
     def describe(self) -> dict[str, Any]:
         """Parameters and counters (for /metrics and the report)."""
-        return {"params": asdict(self.params), "live": self.n_live, "lost": self.n_lost, **self.stats}
+        return {"params": self.params.model_dump(), "live": self.n_live, "lost": self.n_lost, **self.stats}

@@ -180,21 +180,61 @@ def test_per_camera_detector_params():
         parse_config(data)
 
 
-def test_tracker_section_mirrors_tracker_params():
-    import dataclasses
+def test_resolve_section_overrides_are_validated_by_the_model():
+    """Components take their section; keyword overrides go through the same model (one
+    declaration of every bound), and the section given is not changed."""
+    from core.config import MotionConfig, TrackerConfig, resolve_section
+    base = TrackerConfig(max_age_s=2)
+    assert resolve_section(TrackerConfig, base) is base
+    got = resolve_section(TrackerConfig, base, {"min_hits": 5})
+    assert (got.max_age_s, got.min_hits, base.min_hits) == (2, 5, 3)
+    assert resolve_section(TrackerConfig, {"appearance": False}).appearance is False
+    assert resolve_section(MotionConfig, None, {"downscale": "2"}).downscale == 2.0
+    with pytest.raises(ValueError, match=r"^tracker\.iou_gate: .*0\.99 \(got 1\.5\); tracker\.nope: unknown key$"):
+        resolve_section(TrackerConfig, None, {"iou_gate": 1.5, "nope": 1}, where="tracker")
+    with pytest.raises(KeyError, match=r"motion: max_area \(50\) must exceed min_area \(100\)"):
+        resolve_section(MotionConfig, None, {"min_area": 100, "max_area": 50}, where="motion",
+                        error=KeyError)
+    with pytest.raises(TypeError, match="MotionConfig"):
+        resolve_section(MotionConfig, TrackerConfig())
 
-    from core.config import TrackerConfig
-    from trackers.tracker import PARAM_BOUNDS, TrackerParams
-    cfg, params = TrackerConfig(), TrackerParams()
-    names = {f.name for f in dataclasses.fields(params)}
-    assert names == set(TrackerConfig.model_fields)
-    for n in names:
-        assert getattr(cfg, n) == getattr(params, n), n
-        lo, hi = PARAM_BOUNDS[n]
-        if lo is not None:
-            TrackerConfig(**{n: hi})
-            with pytest.raises(Exception):
-                TrackerConfig(**{n: hi * 2 + 1})
+
+# Rules that only a component used to check (at build time, on the first camera using it) and
+# that the schema now owns: check-config reports them, naming the key.
+CROSS_FIELD = [
+    ("detectors.haar", {"min_size": [40, 40], "max_size": [30, 30]}, "detectors.haar: max_size"),
+    ("detectors.haar", {"nested_required": True}, "detectors.haar: nested_required needs"),
+    ("detectors.hog", {"win_stride": [4, 8]}, "detectors.hog.win_stride[0]"),
+    ("detectors.hog", {"padding": [65, 8]}, "detectors.hog.padding[0]"),
+    ("detectors.text", {"box_detector": "east"}, "detectors.text.model: box_detector 'east' needs"),
+    ("detectors.text", {"east_input": [320, 100]}, "detectors.text.east_input[1]"),
+    ("detectors.text", {"psm": 2}, "detectors.text.psm: must be a Tesseract page segmentation mode"),
+    ("detectors.motion", {"blur": 4}, "detectors.motion.blur: must be 0 (off) or an odd size"),
+    ("detectors.motion", {"learning_rate": -0.5}, "detectors.motion.learning_rate"),
+    ("detectors.motion", {"close_kernel": 40}, "detectors.motion.close_kernel"),
+    ("detectors.motion", {"min_area": 100, "max_area": 50}, "detectors.motion: max_area (50) must exceed"),
+    ("cameras.0.defect_watch", {"line_x": 1.5}, "cameras[0].defect_watch: line_x=1.5 must be in [0, 1]"),
+    ("cameras.0.defect_watch", {"line_x": 0.4, "line": [[0.5, 0], [0.5, 1]]},
+     "cameras[0].defect_watch: give line_x or line, not both"),
+    ("cameras.0.defect_watch", {"line": [[0.5, 0], [1.5, 1]]}, "outside 0..1"),
+]
+
+
+@pytest.mark.parametrize("path,value,needle", CROSS_FIELD, ids=[c[2] for c in CROSS_FIELD])
+def test_component_rules_are_schema_rules(path, value, needle):
+    with pytest.raises(ConfigError) as exc:
+        parse_config(with_(path, value))
+    assert needle in str(exc.value), str(exc.value)
+
+
+def test_defect_watch_directed_line_and_paths():
+    from pathlib import PurePath
+
+    from core.config import DefectWatchConfig, YoloConfig
+    cfg = parse_config(with_("cameras.0.defect_watch", {"line": [[0.2, 0.1], [0.8, 0.9]]}))
+    assert cfg.cameras[0].defect_watch.line == [[0.2, 0.1], [0.8, 0.9]]
+    assert DefectWatchConfig(line_x=300, normalized=False).line_x == 300
+    assert YoloConfig(model=PurePath("m/x.onnx")).model == "m/x.onnx"
 
 
 @pytest.mark.parametrize("source,synthetic,needle", [

@@ -89,14 +89,14 @@ def test_identical_part_passes(learned):
     w, line = learned
     ev = verdict_events(line.part(part_image(77)))
     assert [e.data["verdict"] for e in ev] == [PASS]
-    assert ev[0].data["diff_area"] <= w.area_threshold
+    assert ev[0].data["diff_area"] <= w.cfg.area_threshold
 
 
 def test_scratched_part_is_defect(learned):
     w, line = learned
     ev = verdict_events(line.part(part_image(78, scratch=True)))
     assert [e.kind for e in ev] == [EventKind.DEFECT_FOUND]
-    assert ev[0].data["diff_area"] > w.area_threshold
+    assert ev[0].data["diff_area"] > w.cfg.area_threshold
 
 
 def test_missing_hole_is_defect(learned):
@@ -172,8 +172,11 @@ def test_reference_file(tmp_path):
     line = Line(w)
     assert [e.data["verdict"] for e in verdict_events(line.part(part_image(44)))] == [PASS]
     assert [e.data["verdict"] for e in verdict_events(line.part(part_image(45, scratch=True)))] == [DEFECT]
-    with pytest.raises(ValueError, match="not a readable image"):
+    with pytest.raises(ValueError, match=r"defect_watch\.reference: reference image not found"):
         DefectWatch("cam", reference=str(tmp_path / "missing.png"))
+    (tmp_path / "text.png").write_text("not an image")
+    with pytest.raises(ValueError, match="not a readable image"):
+        DefectWatch("cam", reference=tmp_path / "text.png")
 
 
 def test_counted_once_and_direction():
@@ -225,7 +228,7 @@ def test_text_lines_and_helpers():
 
 
 def test_bad_parameters():
-    with pytest.raises(ValueError, match="learn_parts"):
+    with pytest.raises(ValueError, match=r"defect_watch\.learn_parts"):
         DefectWatch("cam", learn_parts=1)
     with pytest.raises(ValueError, match="line_x"):
         DefectWatch("cam", line_x=1.5)
@@ -233,3 +236,17 @@ def test_bad_parameters():
         DefectWatch("cam", line_x=0.5, line=((0, 0), (0, 1)))
     with pytest.raises(ValueError, match="group"):
         DefectWatch("cam", serial_pattern=r"SN\d+")
+    with pytest.raises(ValueError, match=r"defect_watch\.nope: unknown key"):
+        DefectWatch("cam", nope=1)
+
+
+def test_takes_its_config_section():
+    from core.config import DefectWatchConfig
+    cfg = DefectWatchConfig(ocr=False, learn_parts=3)
+    w = DefectWatch("cam", cfg)
+    assert w.cfg is cfg
+    assert DefectWatch("cam", cfg, snapshot=False).cfg.learn_parts == 3 and cfg.snapshot
+    # a directed line (here top-to-bottom at x = 0.25: left-to-right motion counts)
+    d = DefectWatch("cam", line=[[0.25, 0.0], [0.25, 1.0]])
+    np.testing.assert_allclose(d.line_px(400, 200), [[100, 0], [100, 200]])
+    np.testing.assert_allclose(DefectWatch("cam", line_x=30, normalized=False).line_px(400, 200)[0], [30, 0])

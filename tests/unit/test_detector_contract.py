@@ -120,14 +120,28 @@ def test_protocol_and_registry_name(name: str) -> None:
 
 @pytest.mark.parametrize("name", base.names())
 def test_unknown_parameter_is_rejected(name: str) -> None:
-    """Config keys map to constructor kwargs: a typo must fail at build, not be ignored."""
+    """Keyword overrides are validated by the section's model: a typo fails at build, naming it."""
     if name == "none":
         pytest.skip("the null detector accepts and ignores any section by design")
     if name in ASSETS:
         files, reason = ASSETS[name]
         require(any(f.is_file() for f in files), reason)
-    with pytest.raises(TypeError):
+    with pytest.raises(base.DetectorError, match=rf"{name}\.no_such_parameter_xyz: unknown key"):
         base.build(name, {"no_such_parameter_xyz": 1})
+
+
+@pytest.mark.parametrize("name", [n for n in base.names() if n != "none"])
+def test_built_from_its_config_section(name: str) -> None:
+    """build() takes the section model itself (what the runtime passes) or a mapping of
+    overrides; the detector keeps the section it was given."""
+    from core.config import DetectorsConfig
+    if name in ASSETS:
+        files, reason = ASSETS[name]
+        require(any(f.is_file() for f in files), reason)
+    section = type(getattr(DetectorsConfig(), name)).model_validate(TEST_PARAMS.get(name, {}))
+    det = base.build(name, section)
+    assert det.cfg is section
+    assert base.build(name, TEST_PARAMS.get(name, {})).cfg == section
 
 
 def test_unknown_detector_name_lists_known() -> None:

@@ -126,7 +126,7 @@ def test_haar_nested_rows_and_required_filter() -> None:
     # the small face had no eye and is dropped; the eye is shifted into frame coordinates
     np.testing.assert_allclose(out.xyxy, [[10, 10, 110, 110], [30, 40, 54, 64]])
     assert out.class_id.tolist() == [0, 1] and out.label.tolist() == ["frontalface_default", "eye"]
-    det.nested_output = False
+    det.cfg.nested_output = False
     assert det.detect(np.zeros((300, 400, 3), np.uint8)).class_id.tolist() == [0]
 
 
@@ -170,7 +170,7 @@ def test_hog_maps_boxes_back_from_upscale() -> None:
     np.testing.assert_allclose(out.xyxy, [[50, 30, 82, 94]])
     assert out.score[0] == pytest.approx(1 / (1 + math.exp(-1.0)), rel=1e-6)
     # tightened boxes keep the same centre (up to the small upward shift)
-    det.tighten = True
+    det.cfg.tighten = True
     t = det.detect(np.zeros((240, 320, 3), np.uint8)).xyxy[0]
     assert (t[0] + t[2]) / 2 == pytest.approx(66) and t[2] - t[0] == pytest.approx(32 * 0.68)
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from core.types import Detections, Frame
-from trackers.tracker import Tracker, TrackerParams
+from core.config import TrackerConfig
+from trackers.tracker import Tracker
 
 FPS = 25.0
 
@@ -192,8 +193,19 @@ def test_memory_bounded_under_churn():
 
 
 def test_params_bounds():
-    with pytest.raises(ValueError, match="iou_gate"):
+    with pytest.raises(ValueError, match=r"tracker\.iou_gate"):
         Tracker(iou_gate=1.5)
-    with pytest.raises(TypeError, match="nope"):
+    with pytest.raises(ValueError, match=r"tracker\.nope: unknown key"):
         Tracker(nope=1)
-    assert TrackerParams().min_hits == 3
+    with pytest.raises(ValueError, match=r"tracker\.min_hits"):
+        Tracker(TrackerConfig(), min_hits=0)
+    assert Tracker().params == TrackerConfig() and Tracker().params.min_hits == 3
+
+
+def test_tracker_takes_its_config_section():
+    cfg = TrackerConfig(max_age_s=2.0, trail_length=8)
+    trk = Tracker(cfg)
+    assert trk.params is cfg  # the section itself: no copy, no second declaration
+    over = Tracker(cfg, appearance=False)
+    assert (over.params.max_age_s, over.params.appearance, cfg.appearance) == (2.0, False, True)
+    assert Tracker(max_age_s=2.0).describe()["params"]["max_age_s"] == 2.0
