@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping, Protocol, TypeVar, runtime_checkable
 import numpy as np
 
 from core.config import Section, resolve_section
+from core.imaging import to_bgr_uint8
 from core.types import Detections, Frame
 
 log = logging.getLogger("vigil.detectors")
@@ -77,23 +78,9 @@ def build(name: str, cfg: Section | Mapping[str, Any] | None = None) -> Detector
 
 
 def as_bgr(image: np.ndarray | Frame) -> np.ndarray | None:
-    """Normalise any input image to a contiguous (H,W,3) uint8 BGR array, or None if unusable."""
-    img = image.image if isinstance(image, Frame) else image
-    if not isinstance(img, np.ndarray) or img.size == 0:
-        return None
-    if img.dtype != np.uint8:
-        if not np.issubdtype(img.dtype, np.number):
-            return None
-        img = np.clip(np.nan_to_num(img), 0, 255).astype(np.uint8)
-    if img.ndim == 2:
-        img = np.repeat(img[:, :, None], 3, axis=2)
-    elif img.ndim == 3 and img.shape[2] == 1:
-        img = np.repeat(img, 3, axis=2)
-    elif img.ndim == 3 and img.shape[2] == 4:
-        img = img[:, :, :3]
-    if img.ndim != 3 or img.shape[2] != 3 or img.shape[0] == 0 or img.shape[1] == 0:
-        return None
-    return np.ascontiguousarray(img)
+    """Normalise any input image to a contiguous (H,W,3) uint8 BGR array, or None if unusable
+    (core.imaging.to_bgr_uint8: grey, BGRA and other dtypes converted)."""
+    return to_bgr_uint8(image.image if isinstance(image, Frame) else image)
 
 
 def choose_providers(providers: str, available: list[str] | tuple[str, ...], owner: str = "detector") -> list[str]:

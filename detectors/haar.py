@@ -24,6 +24,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from core.boxes import clip_xyxy
 from core.config import HaarConfig
 from core.types import Detections, Frame
 from detectors.base import DetectorError, as_bgr, config_section, frame_meta, log
@@ -176,7 +177,7 @@ class HaarDetector:
             boxes, scores, cls = self._nested_pass(gray, boxes, scores)
         if s < 1.0:
             boxes = boxes / s
-        boxes = np.clip(boxes, 0, [w, h, w, h])
+        boxes = clip_xyxy(boxes, w, h)
         labels = [self.class_names[c] for c in cls]
         return Detections(boxes, scores, cls, label=labels, frame_seq=seq, ts=ts)
 

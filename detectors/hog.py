@@ -25,6 +25,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from core.boxes import clip_xyxy
 from core.config import HogConfig
 from core.types import Detections, Frame
 from detectors.base import as_bgr, config_section, frame_meta, log
@@ -109,7 +110,7 @@ class HogDetector:
         c = self.cfg
         keep = nms(boxes, score, c.nms_iou, score_thr=c.score_threshold, max_det=c.max_det)
         h, w = img.shape[:2]
-        boxes = np.clip(boxes[keep], 0, [w, h, w, h])
+        boxes = clip_xyxy(boxes[keep], w, h)
         return Detections(boxes, score[keep], np.zeros(len(keep), np.int32),
                           label=["person"] * len(keep), frame_seq=seq, ts=ts)
 

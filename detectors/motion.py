@@ -22,6 +22,8 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
+from core.boxes import area as box_area
+from core.boxes import clip_xyxy
 from core.config import MotionConfig
 from core.types import Detections, Frame
 from detectors.base import Detector, DetectorError, as_bgr, config_section, frame_meta, log
@@ -169,14 +171,14 @@ class MotionDetector:
         sx, sy = w / mask.shape[1], h / mask.shape[0]
         boxes = boxes * np.array([sx, sy, sx, sy])
         counts = counts * (sx * sy)
-        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        area = box_area(boxes)
         keep = counts >= self.cfg.min_area
         if self.cfg.max_area is not None:
             keep &= area <= self.cfg.max_area
         boxes, counts, area = boxes[keep], counts[keep], area[keep]
         order = np.argsort(-counts, kind="stable")[: self.cfg.max_det]
         score = np.clip(counts[order] / np.maximum(area[order], 1.0), 0.0, 1.0)
-        boxes = np.clip(boxes[order], 0, [w, h, w, h])
+        boxes = clip_xyxy(boxes[order], w, h)
         self.last_detections = Detections(boxes, score, np.zeros(len(order), np.int32),
                                           label=["motion"] * len(order), frame_seq=seq, ts=ts)
         return self.last_detections

@@ -1,4 +1,5 @@
-"""Vectorised box helpers shared by the detectors: IoU matrices and (class-aware) NMS.
+"""Greedy and class-aware non-maximum suppression for the detectors (IoU and areas are the
+shared kernels of core/boxes.py, re-exported here as `iou_matrix` and `box_area`).
 
 Greedy NMS is sequential by nature (a box can only suppress others if it survived),
 so the loop runs over *kept* boxes, each compared against all remaining candidates in
@@ -9,42 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from core.boxes import area as box_area
+from core.boxes import iou_matrix
+
 __all__ = ["iou_matrix", "nms", "batched_nms", "box_area"]
-
-
-def box_area(xyxy: np.ndarray) -> np.ndarray:
-    """Areas of (N,4) xyxy boxes; degenerate (inverted) boxes count as 0."""
-    b = np.asarray(xyxy, dtype=np.float64).reshape(-1, 4)
-    return np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
-
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box in a (N,4) with every box in b (M,4), as (N,M) float64.
-
-    Pairs whose union is empty (two zero-area boxes) get IoU 0.
-    """
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    wh = np.clip(rb - lt, 0, None)
-    inter = wh[..., 0] * wh[..., 1]
-    union = box_area(a)[:, None] + box_area(b)[None, :] - inter
-    out = np.zeros_like(inter)
-    np.divide(inter, union, out=out, where=union > 0)
-    return out
-
-
-def _iou_one_to_many(box: np.ndarray, others: np.ndarray, area_box: float,
-                     area_others: np.ndarray) -> np.ndarray:
-    lt = np.maximum(box[:2], others[:, :2])
-    rb = np.minimum(box[2:], others[:, 2:])
-    wh = np.clip(rb - lt, 0, None)
-    inter = wh[:, 0] * wh[:, 1]
-    union = area_box + area_others - inter
-    out = np.zeros_like(inter)
-    np.divide(inter, union, out=out, where=union > 0)
-    return out
 
 
 def nms(xyxy: np.ndarray, scores: np.ndarray, iou_thr: float, score_thr: float = 0.0,
@@ -63,7 +32,6 @@ def nms(xyxy: np.ndarray, scores: np.ndarray, iou_thr: float, score_thr: float =
     if cand.size == 0 or (max_det is not None and max_det <= 0):
         return np.zeros(0, dtype=np.int64)
     order = cand[np.argsort(-sc[cand], kind="stable")]
-    areas = box_area(boxes)
     keep: list[int] = []
     limit = order.size if max_det is None else int(max_det)
     while order.size:
@@ -74,7 +42,7 @@ def nms(xyxy: np.ndarray, scores: np.ndarray, iou_thr: float, score_thr: float =
         rest = order[1:]
         if rest.size == 0:
             break
-        iou = _iou_one_to_many(boxes[i], boxes[rest], areas[i], areas[rest])
+        iou = iou_matrix(boxes[i], boxes[rest])[0]
         order = rest[iou <= iou_thr]
     return np.asarray(keep, dtype=np.int64)
 

@@ -23,6 +23,7 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
+from core.boxes import clip_xyxy
 from core.config import TextConfig
 from core.types import Detections, Frame
 from detectors.base import DetectorError, as_bgr, choose_providers, config_section, frame_meta
@@ -354,8 +355,7 @@ class TextDetector:
         lo = quads.min(axis=1)
         hi = quads.max(axis=1)
         xyxy = np.concatenate([lo, hi], axis=1)
-        xyxy[:, [0, 2]] = np.clip(xyxy[:, [0, 2]], 0, w)
-        xyxy[:, [1, 3]] = np.clip(xyxy[:, [1, 3]], 0, h)
+        clip_xyxy(xyxy, w, h, out=xyxy)
         ok = ((xyxy[:, 2] - xyxy[:, 0]) >= 1) & ((xyxy[:, 3] - xyxy[:, 1]) >= 1)
         ok &= np.all(np.isfinite(rb), axis=1) & np.isfinite(sc)
         rb, sc, xyxy = rb[ok], sc[ok], xyxy[ok]

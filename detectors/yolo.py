@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
+from core.boxes import clip_xyxy
 from core.config import YoloConfig
 from core.types import Detections, Frame
 from detectors.base import DetectorError, as_bgr, choose_providers, config_section, frame_meta
@@ -234,8 +235,7 @@ class YoloDetector:
             return Detections.empty(seq, ts)
         xyxy = (xyxy - np.array([tf.pad_x, tf.pad_y, tf.pad_x, tf.pad_y], np.float32)) / \
             np.array([tf.scale_x, tf.scale_y, tf.scale_x, tf.scale_y], np.float32)
-        np.clip(xyxy[:, 0::2], 0, tf.img_w, out=xyxy[:, 0::2])
-        np.clip(xyxy[:, 1::2], 0, tf.img_h, out=xyxy[:, 1::2])
+        clip_xyxy(xyxy, tf.img_w, tf.img_h, out=xyxy)
         keep = batched_nms(xyxy, score, cls, self.cfg.nms_iou, max_det=self.cfg.max_det)
         xyxy, score, cls = xyxy[keep], score[keep], cls[keep]
         labels = [self.class_names[c] for c in cls.tolist()]

@@ -52,7 +52,9 @@ from typing import Any, NamedTuple
 import cv2
 import numpy as np
 
+from core.boxes import area, centers, crop_rects, intersection, iou_matrix
 from core.config import DefectWatchConfig, resolve_section
+from core.imaging import dhash, hamming, hamming_distance
 from core.types import Event, EventKind, Frame, Tracks
 
 log = logging.getLogger("vigil.events.defects")
@@ -88,14 +90,12 @@ class Crossing(NamedTuple):
 # --------------------------------------------------------------------------- image helpers
 
 def dhash_gray(gray: np.ndarray) -> int:
-    """64-bit difference hash of a grey image (9x8 area resize, horizontal gradients)."""
-    small = cv2.resize(np.asarray(gray, np.float32), (9, 8), interpolation=cv2.INTER_AREA)
-    bits = (small[:, 1:] > small[:, :-1]).ravel()
-    return int(np.packbits(bits).view(">u8")[0])
+    """The shared dHash (core.imaging.dhash) of a grey image, averaged in float32 (the
+    watch's grey images are float32 already; a uint8 copy hashes the same)."""
+    return dhash(np.asarray(gray, np.float32))
 
 
-def _popcount(a: int, b: int) -> int:
-    return int(a ^ b).bit_count()
+_popcount = hamming_distance  # differing bits of two hashes given as ints
 
 
 def find_text_lines(gray: np.ndarray, min_h: int = 6, max_h: int = 64,
@@ -370,8 +370,7 @@ class DefectWatch:
         n = len(tracks)
         if n:
             xy = tracks.xyxy.astype(np.float64)
-            c = np.stack([(xy[:, 0] + xy[:, 2]) / 2, (xy[:, 1] + xy[:, 3]) / 2], axis=1)
-            side, t = self._side(pts, c)
+            side, t = self._side(pts, centers(xy))
             ids = tracks.track_id.tolist()
             prev = np.array([self._sides.get(i, (np.nan, 0))[0] for i in ids], np.float64)
             bw, bh = xy[:, 2] - xy[:, 0], xy[:, 3] - xy[:, 1]
@@ -403,10 +402,8 @@ class DefectWatch:
         part already counted: a fragment of its motion blob.)"""
         if others.shape[0] == 0:
             return False
-        ix = np.clip(np.minimum(others[:, 2], box[2]) - np.maximum(others[:, 0], box[0]), 0, None)
-        iy = np.clip(np.minimum(others[:, 3], box[3]) - np.maximum(others[:, 1], box[1]), 0, None)
-        area = max(float((box[2] - box[0]) * (box[3] - box[1])), 1e-6)
-        return bool(np.any(ix * iy / area >= frac))
+        inside = intersection(box, others)[0] / max(float(area(box)[0]), 1e-6)
+        return bool(np.any(inside >= frac))
 
     # ------------------------------------------------------------------ a counted part
     def _on_crossing(self, frame: Frame, tid: int, box: np.ndarray
@@ -418,8 +415,7 @@ class DefectWatch:
         bw, bh = float(box[2] - box[0]), float(box[3] - box[1])
         pad = int(math.ceil(0.25 * max(bw, bh) + 8))
         H, W = frame.image.shape[:2]
-        x0, y0 = max(int(math.floor(box[0])) - pad, 0), max(int(math.floor(box[1])) - pad, 0)
-        x1, y1 = min(int(math.ceil(box[2])) + pad, W), min(int(math.ceil(box[3])) + pad, H)
+        x0, y0, x1, y1 = crop_rects(box, W, H, pad)[0].tolist()
         crop = frame.image[y0:y1, x0:x1].copy()
         gray = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY).astype(np.float32)
         bx = (float(box[0]), float(box[1]), float(box[2]), float(box[3]))
@@ -610,7 +606,7 @@ class DefectWatch:
         are masked."""
         n = len(group)
         hashes = np.array([it.dhash for it in group], np.uint64)
-        dist = np.bitwise_count(hashes[:, None] ^ hashes[None, :]).sum(axis=1)
+        dist = hamming(hashes, hashes).sum(axis=1)
         medoid = group[int(np.argmin(dist))]
         size = (float(np.median([it.size[0] for it in group])),
                 float(np.median([it.size[1] for it in group])))
@@ -777,8 +773,7 @@ class ConveyorEvaluator:
         boxes = np.asarray(truth.boxes, np.float64).reshape(-1, 4)
         ids = np.asarray(truth.ids).tolist()
         if boxes.shape[0]:
-            c = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], 1)
-            side, t = w._side(pts, c)
+            side, t = w._side(pts, centers(boxes))
             late = frame_seq - self._first_seq >= self.skip_frames
             for r, k in enumerate(ids):
                 p = self._prev_side.get(k)
@@ -793,13 +788,7 @@ class ConveyorEvaluator:
         for c in cr:
             if boxes.shape[0] == 0:
                 continue
-            b = np.asarray(c.box, np.float64)
-            ix = np.clip(np.minimum(boxes[:, 2], b[2]) - np.maximum(boxes[:, 0], b[0]), 0, None)
-            iy = np.clip(np.minimum(boxes[:, 3], b[3]) - np.maximum(boxes[:, 1], b[1]), 0, None)
-            inter = ix * iy
-            union = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-                     + (b[2] - b[0]) * (b[3] - b[1]) - inter)
-            iou = inter / np.maximum(union, 1e-9)
+            iou = iou_matrix(c.box, boxes)[0]
             j = int(np.argmax(iou))
             if iou[j] >= self.min_iou:
                 self.match[c.part] = int(ids[j])

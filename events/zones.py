@@ -31,6 +31,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from core.boxes import centers
 from core.types import Event, EventKind, Tracks
 
 __all__ = ["LineCounter", "ZoneCounter", "points_in_polygon"]
@@ -76,10 +77,11 @@ def _resolve(points: np.ndarray, normalized: bool, frame_size: Sequence[int]) ->
 
 
 def _anchors(xyxy: np.ndarray, anchor: str) -> np.ndarray:
-    b = xyxy.astype(np.float64, copy=False)
-    x = 0.5 * (b[:, 0] + b[:, 2])
-    y = b[:, 3] if anchor == "bottom" else 0.5 * (b[:, 1] + b[:, 3])
-    return np.stack([x, y], axis=1)
+    """(N, 2) points that stand for each box: its centre, or its bottom centre."""
+    p = centers(xyxy)
+    if anchor == "bottom":
+        p[:, 1] = np.asarray(xyxy, np.float64)[:, 3]
+    return p
 
 
 def _class_names(tracks: Tracks, class_names: Sequence[str] | None) -> np.ndarray:

@@ -28,6 +28,8 @@ from typing import Mapping, Sequence
 import cv2
 import numpy as np
 
+from core.boxes import clip_xyxy
+from core.imaging import to_gray
 from core.types import Tracks
 
 __all__ = ["ZoneDraw", "LineDraw", "StatusInfo", "OverlayRenderer", "draw_overlay", "grey_out",
@@ -110,8 +112,7 @@ def track_color(track_id: int) -> tuple[int, int, int]:
 
 def grey_out(image: np.ndarray, brightness: float = 0.6) -> np.ndarray:
     """A new, greyed and dimmed BGR copy of `image` (for STALE / RECONNECTING frames)."""
-    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
-    grey = cv2.convertScaleAbs(grey, alpha=float(brightness), beta=20.0)
+    grey = cv2.convertScaleAbs(to_gray(image), alpha=float(brightness), beta=20.0)
     return cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
 
 
@@ -317,8 +318,7 @@ class OverlayRenderer:
                     cv2.polylines(img, [p[-self.trail_recent:]], False, color, 2, cv2.LINE_8)
         if not n:
             return
-        hi = np.array([W - 1, H - 1, W - 1, H - 1], np.float32)
-        box = np.minimum(np.maximum(np.rint(tracks.xyxy), 0.0), hi).astype(np.int32)
+        box = clip_xyxy(np.rint(tracks.xyxy), W - 1, H - 1).astype(np.int32)
         pal = _get_palette()[tracks.track_id % _PALETTE_SIZE]
         colors = pal.tolist()
         if coasting is None:

@@ -1,33 +1,20 @@
 """Cost matrices and gated assignment between tracks and detections.
 
-Every distance is one broadcast matrix over (tracks, detections); the assignment is
-scipy's Hungarian solver on the gated cost, with a shortcut when the gate already makes
-the matching unique (each row and column has at most one admissible pair), which is the
-common case on sparse scenes and skips the solver's overhead.
+Every distance is one broadcast matrix over (tracks, detections) (IoU is core.boxes'); the
+assignment is scipy's Hungarian solver on the gated cost, with a shortcut when the gate
+already makes the matching unique (each row and column has at most one admissible pair),
+which is the common case on sparse scenes and skips the solver's overhead.
 """
 from __future__ import annotations
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from core.boxes import iou_matrix  # (N, M) float32 IoU by broadcasting; re-exported here
+
 __all__ = ["iou_matrix", "centre_distance_matrix", "gated_assignment"]
 
 _BIG = 1e6
-
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(len(a), len(b)) IoU of xyxy boxes; 0 where a union is empty."""
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    if a.shape[0] == 0 or b.shape[0] == 0:
-        return np.zeros((a.shape[0], b.shape[0]))
-    iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
-    ih = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-    inter = np.clip(iw, 0.0, None) * np.clip(ih, 0.0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
 def centre_distance_matrix(a_cxcywh: np.ndarray, b_cxcywh: np.ndarray) -> np.ndarray:

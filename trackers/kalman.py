@@ -22,33 +22,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from core.boxes import cxcywh_to_xyxy, xyxy_to_cxcywh  # re-exported: the state's box format
+
 __all__ = ["BoxKalman", "xyxy_to_cxcywh", "cxcywh_to_xyxy"]
 
 _D = np.arange(4)
 # flat (8x8) positions of the four diagonals of Q's 2x2 blocks: pos-pos, pos-vel, vel-pos, vel-vel
 _QIDX = np.concatenate([_D * 8 + _D, _D * 8 + _D + 4, (_D + 4) * 8 + _D, (_D + 4) * 8 + _D + 4])
-
-
-def xyxy_to_cxcywh(b: np.ndarray) -> np.ndarray:
-    b = np.asarray(b, dtype=np.float64)
-    out = np.empty_like(b)
-    out[:, 2] = b[:, 2] - b[:, 0]
-    out[:, 3] = b[:, 3] - b[:, 1]
-    out[:, 0] = b[:, 0] + 0.5 * out[:, 2]
-    out[:, 1] = b[:, 1] + 0.5 * out[:, 3]
-    return out
-
-
-def cxcywh_to_xyxy(s: np.ndarray) -> np.ndarray:
-    s = np.asarray(s, dtype=np.float64)
-    out = np.empty((s.shape[0], 4), dtype=np.float64)
-    hw = 0.5 * s[:, 2]
-    hh = 0.5 * s[:, 3]
-    out[:, 0] = s[:, 0] - hw
-    out[:, 1] = s[:, 1] - hh
-    out[:, 2] = s[:, 0] + hw
-    out[:, 3] = s[:, 1] + hh
-    return out
 
 
 class BoxKalman:

@@ -1,4 +1,4 @@
-"""NMS helpers against brute-force references on random boxes."""
+"""NMS against brute-force references on random boxes (IoU and areas: core.boxes)."""
 from __future__ import annotations
 
 import numpy as np
@@ -46,8 +46,8 @@ def test_iou_matrix_matches_reference():
     a, b = _random_boxes(rng, 17), _random_boxes(rng, 9)
     got = iou_matrix(a, b)
     ref = np.array([[_iou_ref(x, y) for y in b] for x in a])
-    assert got.shape == (17, 9)
-    np.testing.assert_allclose(got, ref, atol=1e-12)
+    assert got.shape == (17, 9) and got.dtype == np.float32   # core.boxes, re-exported
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(np.diag(iou_matrix(a, a)), 1.0)
 
 
@@ -106,3 +106,11 @@ def test_batched_nms_other_class_survives_full_overlap():
     boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10]], float)
     got = batched_nms(boxes, [0.9, 0.8, 0.7], [1, 2, 1], 0.5)
     assert sorted(got.tolist()) == [0, 1]
+
+
+@pytest.mark.parametrize("other,thr", [([5, 0, 15, 10], 1 / 3), ([0, 0, 10, 5], 0.5), ([0, 0, 10, 7], 0.7)])
+def test_iou_exactly_at_the_threshold_is_not_suppressed(other, thr):
+    """IoU > thr suppresses; equal does not, although IoU is float32 and thr a Python float."""
+    boxes = np.array([[0, 0, 10, 10], other], float)
+    assert nms(boxes, [0.9, 0.8], thr).tolist() == [0, 1]
+    assert nms(boxes, [0.9, 0.8], thr - 1e-6).tolist() == [0]
