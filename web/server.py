@@ -140,7 +140,9 @@ class VigilServer:
         self.stop_event = threading.Event()
         self.app = create_app(self.vigil, self.stop_event)
         self._server = None
-        self._closed = threading.Event()
+        self._closed = threading.Event()   # run() has returned
+        self._running = threading.Event()  # run() is in waitress' loop
+        self._stopped = threading.Event()  # shutdown() has finished (the event store is closed)
 
     def start_pipelines(self) -> None:
         self.vigil.start()
@@ -174,31 +176,65 @@ class VigilServer:
 
     def run(self) -> None:
         """Serve until shutdown() (blocks)."""
+        self._running.set()
         try:
             self._server.run()
         except (OSError, ValueError):
             if not self.stop_event.is_set():
                 raise
         finally:
+            self._running.clear()
             self._closed.set()
 
     def shutdown(self, timeout: float = 2.0) -> bool:
         if self.stop_event.is_set():
+            self._stopped.wait(timeout)
             return True
         t0 = time.monotonic()
         self.stop_event.set()
+        try:
+            return self._shutdown(t0, timeout)
+        finally:
+            self._stopped.set()
+
+    def wait_stopped(self, timeout: float) -> bool:
+        """Until shutdown() has finished (cameras stopped, event store flushed and closed)."""
+        return self._stopped.wait(timeout)
+
+    def _close_sockets(self) -> None:
+        srv = self._server
+        try:
+            srv.close()
+        except Exception:  # noqa: BLE001
+            log.debug("server close", exc_info=True)
+        for ch in list(getattr(srv, "_map", {}).values()):
+            try:
+                ch.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+    def _shutdown(self, t0: float, timeout: float) -> bool:
         ok = self.vigil.stop(timeout=max(0.2, timeout - 0.3))
         srv = self._server
         if srv is not None:
-            try:
-                srv.close()
-            except Exception:  # noqa: BLE001
-                log.debug("server close", exc_info=True)
-            for ch in list(getattr(srv, "_map", {}).values()):
+            # Close inside waitress' own loop (a trigger thunk): closing its sockets from here
+            # leaves the loop asleep in poll() for up to a second (asyncore_loop_timeout).
+            closed = threading.Event()
+
+            def close_in_loop() -> None:
                 try:
-                    ch.close()
-                except Exception:  # noqa: BLE001
-                    pass
+                    self._close_sockets()
+                finally:
+                    closed.set()
+            pulled = False
+            if self._running.is_set():
+                try:
+                    srv.trigger.pull_trigger(close_in_loop)  # runs close_in_loop in the loop
+                    pulled = True
+                except Exception:  # noqa: BLE001 - never stop shutting down: close from here
+                    log.debug("trigger", exc_info=True)
+            if not (pulled and closed.wait(0.25)):
+                self._close_sockets()
             try:
                 srv.task_dispatcher.shutdown(cancel_pending=True, timeout=max(0.1, timeout - (time.monotonic() - t0)))
             except Exception:  # noqa: BLE001
@@ -246,5 +282,8 @@ def serve(cfg: VigilConfig, config_path: str = "config.yaml") -> int:
     cams = ", ".join(f"{c.name} ({redact_uri(c.source)})" for c in cfg.cameras if c.enabled)
     print(f"Vigil dashboard: {server.url}  cameras: {cams}", flush=True)
     server.run()
-    server._closed.wait(2.0)
+    # the loop ends once shutdown() closed the sockets; the cameras, sinks and the event
+    # store are closed by then or within moments (events already accepted reach the disk)
+    if not server.wait_stopped(5.0):
+        log.warning("shutdown did not finish within 5 s")
     return 0
