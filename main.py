@@ -561,6 +561,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except KeyboardInterrupt:
         return 130
+    except ModuleNotFoundError as e:
+        if args.command != "bench":
+            raise
+        _err(f"this benchmark needs the development requirements ({e}): "
+             ".venv/bin/pip install -r requirements-dev.txt -c constraints.txt")
+        return EXIT_FAIL
     except BrokenPipeError:  # `main.py ... | head`: the reader left; not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_FAIL
