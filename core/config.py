@@ -54,8 +54,9 @@ PathStr = Annotated[str, BeforeValidator(_fspath)]  # a str in YAML; a str or a 
 class ServerConfig(Section):
     host: str = Field("127.0.0.1", description="address to bind; a public address without a token prints a warning")
     port: int = Field(8080, ge=0, le=65535, description="TCP port; 0 picks a free one")
-    token: Optional[Annotated[str, Field(min_length=8, max_length=256)]] = Field(
-        None, description="access token; 'env:NAME' reads it from an environment variable")
+    token: Optional[str] = Field(
+        None, description="access token, 8..256 characters; 'env:NAME' reads it from an environment "
+                          "variable (checked the same way)")
     threads: int = Field(48, ge=4, le=1024, description="WSGI worker threads; each open MJPEG viewer holds one")
     jpeg_quality: int = Field(80, ge=10, le=100)
     stream_timeout_s: float = Field(1.0, gt=0, le=30, description="viewer wait before a keepalive check")
@@ -74,13 +75,24 @@ class ServerConfig(Section):
 
     @field_validator("token")
     @classmethod
-    def _token(cls, v: Optional[str]) -> Optional[str]:
-        if v and v.startswith("env:"):
+    def _token(cls, v: Optional[str], info: ValidationInfo) -> Optional[str]:
+        """A literal token, or one read from `env:NAME`, must be 8..256 characters. Commands
+        that start no server (process) load with resolve_secrets=False: the reference stays."""
+        if v is None:
+            return v
+        what = "the token"
+        if v.startswith("env:"):
             name = v[4:]
+            if not name:
+                raise ValueError("'env:' needs a variable name, e.g. env:VIGIL_TOKEN")
+            if not (info.context or {}).get("resolve_secrets", True):
+                return v
             val = os.environ.get(name)
             if not val:
                 raise ValueError(f"environment variable {name!r} named by the token is not set")
-            return val
+            v, what = val, f"environment variable {name!r} (the token)"
+        if not 8 <= len(v) <= 256:
+            raise ValueError(f"{what} has {len(v)} characters; a token needs 8 to 256")
         return v
 
 
@@ -472,7 +484,10 @@ class CameraConfig(Section):
     detect_every: int = Field(1, ge=1, le=1000, description="run the detector on every Nth frame")
     detector_params: dict[str, Any] = Field(default_factory=dict,
                                             description="overrides of detectors.<detector> for this camera")
-    gate: Literal["none", "motion"] = "none"
+    gate: Literal["none", "motion", "motion-region"] = Field(
+        "none", description="run the detector only on frames with motion (motion), or only on the "
+                            "moving region of them (motion-region: the union box of the motion, "
+                            "padded, is cropped and detected)")
     resize: Optional[ResizeConfig] = None
     open_timeout_s: float = Field(5.0, gt=0, le=120)
     read_timeout_s: float = Field(5.0, gt=0, le=120)
@@ -528,17 +543,25 @@ class VigilConfig(Section):
 
     @model_validator(mode="after")
     def _unique_cameras(self) -> "VigilConfig":
-        seen: dict[str, int] = {}
-        for i, cam in enumerate(self.cameras):
-            if cam.detector_params:
-                if cam.detector == "none":
-                    raise ValueError(f"cameras[{i}].detector_params: detector 'none' takes no parameters")
-                self.detector_section(cam)  # validates, naming the key
-            if cam.name in seen:
-                raise ValueError(f"cameras[{i}].name: duplicate camera name {cam.name!r} "
-                                 f"(also cameras[{seen[cam.name]}])")
-            seen[cam.name] = i
+        problems = _duplicate_cameras([c.name for c in self.cameras]) + self.detector_params_problems()
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
+
+    def detector_params_problems(self) -> list[str]:
+        """One 'cameras[i].detector_params.key: what is wrong' line per problem."""
+        out = []
+        for i, cam in enumerate(self.cameras):
+            if not cam.detector_params:
+                continue
+            if cam.detector == "none":
+                out.append(f"cameras[{i}].detector_params: detector 'none' takes no parameters")
+                continue
+            try:
+                self.detector_section(cam)
+            except ValueError as e:
+                out += str(e).split("; ")
+        return out
 
     def detector_section(self, cam: CameraConfig) -> Section:
         """The camera's detector section with its per-camera overrides applied (validated)."""
@@ -557,6 +580,17 @@ class VigilConfig(Section):
 
 # ---------------------------------------------------------------- loading
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def _duplicate_cameras(names: list[Any]) -> list[str]:
+    seen: dict[Any, int] = {}
+    out = []
+    for i, name in enumerate(names):
+        if isinstance(name, str) and name in seen:
+            out.append(f"cameras[{i}].name: duplicate camera name {name!r} (also cameras[{seen[name]}])")
+        elif isinstance(name, str):
+            seen[name] = i
+    return out
 
 
 def format_loc(loc: tuple[Any, ...]) -> str:
@@ -600,9 +634,25 @@ def _error_lines(err: ValidationError, prefix: Optional[str] = None) -> list[str
     return out
 
 
-def _format_validation(err: ValidationError, where: str) -> str:
-    lines = [f"{where}: invalid configuration ({err.error_count()} problem{'s' if err.error_count() != 1 else ''})"]
-    lines += [f"  {line}" for line in _error_lines(err)]
+def _format_validation(err: ValidationError, where: str, data: Any = None) -> str:
+    problems = []
+    for line in _error_lines(err):
+        # the whole-config checks (duplicate cameras, detector_params) arrive as one
+        # "(top level)" error joining their own key-path lines: one line each
+        if line.startswith("(top level): ") and ": " in line[len("(top level): "):]:
+            problems += line[len("(top level): "):].split("; ")
+        else:
+            problems.append(line)
+    # checks of the whole config run only when every field is valid: run the name check on
+    # the raw data too, so a duplicate name is reported next to the other problems
+    cams = data.get("cameras") if isinstance(data, dict) else None
+    if isinstance(cams, list):
+        for p in _duplicate_cameras([c.get("name") if isinstance(c, dict) else None for c in cams]):
+            if p not in problems:
+                problems.append(p)
+    n = len(problems)
+    lines = [f"{where}: invalid configuration ({n} problem{'s' if n != 1 else ''})"]
+    lines += [f"  {line}" for line in problems]
     return "\n".join(lines)
 
 
@@ -633,7 +683,9 @@ def resolve_section(model: type[S], cfg: S | Mapping[str, Any] | None = None,
         raise error("; ".join(_error_lines(e, where))) from None
 
 
-def parse_config(data: Any, where: str = "<config>") -> VigilConfig:
+def parse_config(data: Any, where: str = "<config>", *, resolve_secrets: bool = True) -> VigilConfig:
+    """Validate `data`; every problem is reported, one line each, naming its key path.
+    resolve_secrets=False leaves `env:` references unread (for commands that start no server)."""
     if data is None:
         raise ConfigError(f"{where}: the file is empty; it needs at least a 'cameras' list")
     if not isinstance(data, dict):
@@ -642,9 +694,9 @@ def parse_config(data: Any, where: str = "<config>") -> VigilConfig:
         if not isinstance(k, str):
             raise ConfigError(f"{where}: {k!r}: keys must be strings")
     try:
-        return VigilConfig.model_validate(data)
+        return VigilConfig.model_validate(data, context={"resolve_secrets": resolve_secrets})
     except ValidationError as e:
-        raise ConfigError(_format_validation(e, where)) from None
+        raise ConfigError(_format_validation(e, where, data)) from None
 
 
 def read_yaml(path: Path) -> Any:
@@ -672,7 +724,7 @@ def read_yaml(path: Path) -> Any:
         raise ConfigError(f"{where}: YAML syntax error{pos}: {problem}") from None
 
 
-def load_config(path: str | Path) -> VigilConfig:
+def load_config(path: str | Path, *, resolve_secrets: bool = True) -> VigilConfig:
     """Read, parse and validate a config file; raise ConfigError with a readable message."""
     p = Path(path)
-    return parse_config(read_yaml(p), str(p))
+    return parse_config(read_yaml(p), str(p), resolve_secrets=resolve_secrets)

@@ -88,7 +88,7 @@ def _load_cfg(args: ProcessOptions):
     from core.config import ConfigError, load_config, parse_config
     path = Path(args.config)
     if path.is_file():
-        cfg = load_config(path)
+        cfg = load_config(path, resolve_secrets=False)  # no server here: env: tokens unread
     elif args.config != "config.yaml":
         raise ConfigError(f"{path}: config file not found")
     else:
@@ -114,7 +114,7 @@ def _load_cfg(args: ProcessOptions):
         cam["seed"] = args.seed
     data["cameras"] = [cam]
     try:
-        return parse_config(data, "command line")
+        return parse_config(data, "command line", resolve_secrets=False)
     except ConfigError as e:
         msg = str(e).replace("cameras[0].source", "INPUT").replace("cameras[0].detect_every", "--every-n")
         raise ConfigError(msg.replace("cameras[0].detector", "--detector")) from None

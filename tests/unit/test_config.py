@@ -249,3 +249,58 @@ def test_synthetic_parameters_validated(source, synthetic, needle):
     with pytest.raises(ConfigError) as exc:
         parse_config(data)
     assert needle.replace("Value error, ", "") in str(exc.value), str(exc.value)
+
+
+def test_env_token_is_checked_like_a_literal(monkeypatch):
+    """VIGIL_TOK=abc used to run a server guarded by a 3-character token."""
+    monkeypatch.setenv("VIGIL_TOK", "abc")
+    with pytest.raises(ConfigError) as e:
+        parse_config(with_("server.token", "env:VIGIL_TOK"))
+    assert "server.token: environment variable 'VIGIL_TOK' (the token) has 3 characters" in str(e.value)
+    with pytest.raises(ConfigError, match="server.token: the token has 5 characters"):
+        parse_config(with_("server.token", "short"))
+    with pytest.raises(ConfigError, match="needs a variable name"):
+        parse_config(with_("server.token", "env:"))
+    monkeypatch.setenv("VIGIL_TOK", "x" * 257)
+    with pytest.raises(ConfigError, match="257 characters"):
+        parse_config(with_("server.token", "env:VIGIL_TOK"))
+
+
+def test_secrets_stay_unread_for_commands_without_a_server(monkeypatch):
+    monkeypatch.delenv("VIGIL_TOK", raising=False)
+    cfg = parse_config(with_("server.token", "env:VIGIL_TOK"), resolve_secrets=False)
+    assert cfg.server.token == "env:VIGIL_TOK"
+    with pytest.raises(ConfigError, match="'VIGIL_TOK' named by the token is not set"):
+        parse_config(with_("server.token", "env:VIGIL_TOK"))
+
+
+def test_every_problem_is_reported_on_its_own_line():
+    """A duplicate camera name was reported only when it was the only problem; detector_params
+    errors came out joined on one '(top level)' line."""
+    data = {"cameras": [
+        {"name": "a", "source": "synthetic:crossing", "detect_every": 0},
+        {"name": "a", "source": "synthetic:crossing"}]}
+    with pytest.raises(ConfigError) as e:
+        parse_config(data, "c.yaml")
+    lines = str(e.value).splitlines()
+    assert lines[0] == "c.yaml: invalid configuration (2 problems)"
+    assert "  cameras[1].name: duplicate camera name 'a' (also cameras[0])" in lines
+    assert any(ln.startswith("  cameras[0].detect_every:") for ln in lines)
+    data = {"cameras": [
+        {"name": "a", "source": "synthetic:crossing", "detector": "motion",
+         "detector_params": {"history": 1, "bogus": 2}},
+        {"name": "a", "source": "synthetic:crossing"}]}
+    with pytest.raises(ConfigError) as e:
+        parse_config(data, "c.yaml")
+    lines = str(e.value).splitlines()
+    assert lines[0] == "c.yaml: invalid configuration (3 problems)"
+    assert "  cameras[0].detector_params.bogus: unknown key" in lines
+    assert any(ln.startswith("  cameras[0].detector_params.history: ") for ln in lines)
+    assert not any("(top level)" in ln for ln in lines)
+
+
+def test_gate_modes():
+    for gate in ("none", "motion", "motion-region"):
+        assert parse_config(with_("cameras.0.gate", gate)).cameras[0].gate == gate
+    with pytest.raises(ConfigError, match="cameras\\[0\\].gate"):
+        parse_config(with_("cameras.0.gate", "region"))
