@@ -29,9 +29,10 @@ def build_camera_detector(cam: CameraConfig, cfg: VigilConfig) -> Detector:
     """The detector named by the camera, built from its config section (with the camera's
     detector_params applied), gated by motion if asked."""
     det = build_detector(cam.detector, cfg.detector_section(cam) if cam.detector != "none" else None)
-    if cam.gate == "motion" and cam.detector not in ("none", "motion"):
+    if cam.gate != "none" and cam.detector not in ("none", "motion"):
         from detectors.motion import GatedDetector
-        det = GatedDetector(det, build_detector("motion", cfg.detectors.motion))
+        det = GatedDetector(det, build_detector("motion", cfg.detectors.motion),
+                            mode="region" if cam.gate == "motion-region" else "frame")
     return det
 
 

@@ -304,3 +304,12 @@ def test_gate_modes():
         assert parse_config(with_("cameras.0.gate", gate)).cameras[0].gate == gate
     with pytest.raises(ConfigError, match="cameras\\[0\\].gate"):
         parse_config(with_("cameras.0.gate", "region"))
+
+
+def test_gate_mode_reaches_the_detector():
+    from stream.analyzer import build_camera_detector
+    for gate, mode in (("motion", "frame"), ("motion-region", "region")):
+        cfg = parse_config({"cameras": [{"name": "c", "source": "synthetic:crossing",
+                                         "detector": "hog", "gate": gate}]})
+        det = build_camera_detector(cfg.cameras[0], cfg)
+        assert det.mode == mode and det.name == "hog+motion"
