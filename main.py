@@ -141,10 +141,22 @@ def apply_overrides(cfg, source: str | None, port: int | None, host: str | None)
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from core.config import ConfigError, load_config
+    from tools.preflight import config_files
     try:
-        load_config(args.path)
+        cfg = load_config(args.path)
     except ConfigError as e:
         print(str(e), file=sys.stderr)
+        return EXIT_USAGE
+    files = [f for f in config_files(cfg) if not f.found]
+    missing = [f for f in files if not f.by_assets]
+    for f in files:
+        if f.by_assets:
+            print(f"note: {f.line()}", file=sys.stderr)
+    if missing:
+        n = len(missing)
+        print(f"{args.path}: {n} file{'s' if n != 1 else ''} not found", file=sys.stderr)
+        for f in missing:
+            print(f"  {f.line()}", file=sys.stderr)
         return EXIT_USAGE
     print("ok")
     return EXIT_OK

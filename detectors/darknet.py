@@ -68,7 +68,7 @@ def how_to_get(path: Path) -> str:
                 f"(weights: {TINY_URL})")
     return ("supply the matching Darknet .cfg and .weights by path (for full YOLOv3: "
             "yolov3.cfg and yolov3.weights from https://pjreddie.com/darknet/yolo/, "
-            "then set detector.yolo.cfg and detector.yolo.model to them)")
+            "then set detectors.yolo.cfg and detectors.yolo.model to them)")
 
 
 # --------------------------------------------------------------------------- cfg parsing

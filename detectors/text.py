@@ -45,7 +45,7 @@ EAST_HOWTO = (
     "EAST weights are not shipped: download frozen_east_text_detection.pb (the file OpenCV's "
     "samples/dnn/text_detection.py uses; listed in opencv_extra testdata/dnn/download_models.py "
     "as frozen_east_text_detection.tar.gz) or an ONNX export with outputs "
-    f"{EAST_OUTPUTS[0]!r} and {EAST_OUTPUTS[1]!r}, and set detector.text.model to its path")
+    f"{EAST_OUTPUTS[0]!r} and {EAST_OUTPUTS[1]!r}, and set detectors.text.model to its path")
 
 
 # --------------------------------------------------------------------------------------
@@ -275,7 +275,7 @@ class TextDetector:
             _check(path is not None, "model",
                    f"DBNet model {c.model or DEFAULT_DB_MODEL!r} not found (looked in the working "
                    f"directory and {ROOT}); run `python main.py assets` or point "
-                   "detector.text.model at ch_PP-OCRv4_det_infer.onnx")
+                   "detectors.text.model at ch_PP-OCRv4_det_infer.onnx")
             self.model = str(path)
             self._sess = _ort_session(self.model, c.providers, c.threads)
             self.provider = self._sess.get_providers()[0]

@@ -112,3 +112,37 @@ def test_run_on_a_bad_host_is_one_clear_line(host, tmp_path):
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
     assert f"cannot listen on {host}:0" in out.stderr and "--host" in out.stderr
     assert "no such host or address" in out.stderr
+
+
+def test_check_config_checks_the_files_a_config_names(tmp_path):
+    """A missing YOLO model passed check-config (it failed only at run time)."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "detectors:\n  yolo: {model: /no/such/model.onnx}\n  haar: {cascade: nosuch}\n"
+        "cameras:\n  - {name: a, source: 'synthetic:crossing'}\n"
+        "  - {name: b, source: 'synthetic:crossing', detector: haar}\n"
+        "  - {name: c, source: 'synthetic:crossing', detector: text, detector_params: {model: /x/db.onnx}}\n"
+        "  - {name: d, source: 'synthetic:crossing', detector: yolo, enabled: false,"
+        " detector_params: {model: /also/missing.onnx}}\n")
+    out = cli("check-config", str(bad))
+    assert out.returncode == 2 and out.stdout == "", out.stdout
+    lines = out.stderr.splitlines()
+    assert lines[0] == f"{bad}: 3 files not found"
+    assert "  detectors.yolo.model: model file not found: /no/such/model.onnx" in lines
+    assert any(ln.startswith("  detectors.haar.cascade: unknown Haar cascade 'nosuch'") for ln in lines)
+    assert "  cameras[2].detector_params.model: text model not found: /x/db.onnx" in lines
+    assert "/also/missing.onnx" not in out.stderr  # a disabled camera needs nothing
+
+
+def test_check_config_notes_what_assets_will_fetch(tmp_path):
+    """On a fresh machine the shipped models and clips are not there yet: a note, exit 0."""
+    m, s = tmp_path / "m", tmp_path / "s"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"paths: {{models: {m}, samples: {s}}}\n"
+                   f"detectors:\n  yolo: {{model: {m}/yolov3-tiny.onnx}}\n"
+                   "cameras:\n  - {name: a, source: 'sample:bikes'}\n")
+    out = cli("check-config", str(cfg))
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+    assert f"note: detectors.yolo.model: {m}/yolov3-tiny.onnx does not exist yet" in out.stderr
+    assert f"note: cameras[0].source: {s}/bikes.mp4 does not exist yet" in out.stderr
+    assert "python main.py assets" in out.stderr
