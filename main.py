@@ -513,13 +513,15 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--config", default="config.yaml",
                     help="config file for detector/tracker settings (default: config.yaml if present)")
     pr.add_argument("--detector", help="detector name (none, haar, hog, yolo, text, motion); default: the first camera's")
-    pr.add_argument("--every-n", type=POSITIVE_INT, default=1, help="run the detector on every Nth frame (default 1)")
+    # --every-n and --seed become camera settings: the config schema checks them (one
+    # declaration of each bound), and its messages name the option
+    pr.add_argument("--every-n", type=int, default=1, help="run the detector on every Nth frame (default 1)")
     pr.add_argument("--max-frames", type=POSITIVE_INT, default=None,
                     help="stop after N frames (default: the whole input; 750 for synthetic: sources)")
     pr.add_argument("--output", help="annotated H.264 mp4 to write")
     pr.add_argument("--tracks", help="MOTChallenge tracks file to write (frame,id,x,y,w,h,score,-1,-1,-1)")
     pr.add_argument("--backend", choices=["auto", "opencv", "pyav"], default="auto", help="decoder (default auto)")
-    pr.add_argument("--seed", type=_number(int, 0), default=None, help="seed for synthetic: sources")
+    pr.add_argument("--seed", type=int, default=None, help="seed for synthetic: sources")
     pr.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     pr.add_argument("--no-progress", action="store_true", help="no progress bar")
     pr.set_defaults(func=cmd_process, parser=pr)

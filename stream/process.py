@@ -117,6 +117,7 @@ def _load_cfg(args: ProcessOptions):
         return parse_config(data, "command line", resolve_secrets=False)
     except ConfigError as e:
         msg = str(e).replace("cameras[0].source", "INPUT").replace("cameras[0].detect_every", "--every-n")
+        msg = msg.replace("cameras[0].seed", "--seed")
         raise ConfigError(msg.replace("cameras[0].detector", "--detector")) from None
 
 

@@ -38,7 +38,10 @@ def test_bench_subcommands_are_the_benchmark_list():
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["process", "synthetic:crossing", "--every-n", "0"], "--every-n: must be >= 1"),
+    # checked by the same schema as the config file, the message naming the option
+    (["process", "synthetic:crossing", "--every-n", "0"], "--every-n: Input should be greater than or equal to 1"),
+    (["process", "synthetic:crossing", "--every-n", "5000"], "--every-n: Input should be less than or equal to 1000"),
+    (["process", "synthetic:crossing", "--seed", "-3"], "--seed: Input should be greater than or equal to 0"),
     (["process", "synthetic:crossing", "--max-frames", "0"], "--max-frames: must be >= 1"),
     (["process", "--max-frames", "-1", "synthetic:crossing"], "--max-frames: must be >= 1"),
     (["bench", "overlay", "--frames", "0"], "--frames: must be >= 1"),
