@@ -2,8 +2,9 @@
 then recognition of every box by Tesseract through tesserocr (see detectors/ocr.py).
 
 Boxes are rotated rectangles `(cx, cy, w, h, angle_deg)` in OpenCV's RotatedRect convention;
-`Detections.xyxy` carries their axis-aligned bounds (clipped to the frame) and the rotated
-boxes of the last `detect()` call stay available as `TextDetector.last_rotated`.
+`Detections.xyxy` carries their axis-aligned bounds (clipped to the frame); the rotated boxes
+and the OCR confidences are columns of the same Detections (`data[ROTATED_BOX]`,
+`data[TEXT_CONFIDENCE]`, names from core.types), row for row.
 
 DBNet post-processing follows PaddleOCR's DBPostProcess with two deliberate differences:
 - the box score is the mean probability over the connected region (PaddleOCR's "slow"
@@ -25,7 +26,7 @@ import numpy as np
 
 from core.boxes import clip_xyxy
 from core.config import TextConfig
-from core.types import Detections, Frame
+from core.types import ROTATED_BOX, TEXT_CONFIDENCE, Detections, Frame
 from detectors.base import DetectorError, as_bgr, choose_providers, config_section, frame_meta
 from detectors.ocr import TessReader, rbox_to_quad
 
@@ -243,6 +244,12 @@ def _check(cond: bool, key: str, msg: str) -> None:
         raise DetectorError(f"text.{key}: {msg}")
 
 
+def _no_text(seq: int, ts: float) -> Detections:
+    """No rows, with the text detector's columns (so readers see the same layout)."""
+    return Detections.empty(seq, ts).with_data(ROTATED_BOX, np.zeros((0, 5), np.float32)) \
+        .with_data(TEXT_CONFIDENCE, np.zeros(0, np.float32))
+
+
 # --------------------------------------------------------------------------------------
 # the detector
 # --------------------------------------------------------------------------------------
@@ -253,8 +260,9 @@ class TextDetector:
     EAST) with label "text", class_id 0 and the box detector's score; `text` holds the
     recognised string, or None when Tesseract read nothing at or above `min_text_confidence`
     (such rows are kept unless keep_unread=False). With recognize=False no OCR runs and `text`
-    is None. `last_rotated` (N,5) and `last_text_confidence` (N,) describe the rows of the
-    last detect() call (per instance, not per thread).
+    is None. Extra columns, row for row: `data[ROTATED_BOX]` (N,5) float32 rotated boxes
+    (cx, cy, w, h, angle_deg) in frame pixels and `data[TEXT_CONFIDENCE]` (N,) float32
+    Tesseract confidence 0..100 (0 where nothing was read or recognize=False).
 
     Configured by its `detectors.text` section (core.config.TextConfig); keyword arguments
     override fields. For EAST there is no default model file (it is not shipped).
@@ -266,8 +274,6 @@ class TextDetector:
     def __init__(self, cfg: TextConfig | None = None, /, **overrides: Any) -> None:
         self.cfg = c = config_section(TextConfig, cfg, overrides, "text")
         self._pool: Any = None  # ThreadPoolExecutor, created on first use when ocr_workers > 1
-        self.last_rotated = np.zeros((0, 5), np.float32)
-        self.last_text_confidence = np.zeros(0, np.float32)
         self._lock = threading.Lock()  # cv2.dnn.Net is not thread-safe; ORT sessions are
 
         if c.box_detector == "dbnet":
@@ -377,9 +383,7 @@ class TextDetector:
         try:
             img = as_bgr(frame)
             if img is None:
-                self.last_rotated = np.zeros((0, 5), np.float32)
-                self.last_text_confidence = np.zeros(0, np.float32)
-                return Detections.empty(seq, ts)
+                return _no_text(seq, ts)
             rb, sc, xyxy = self.boxes(img)
             texts: list[str | None] = [None] * len(rb)
             conf = np.zeros(len(rb), np.float32)
@@ -391,15 +395,12 @@ class TextDetector:
                     keep = np.array([t is not None for t in texts], dtype=bool)
                     rb, sc, xyxy, conf = rb[keep], sc[keep], xyxy[keep], conf[keep]
                     texts = [t for t in texts if t is not None]
-            self.last_rotated = rb
-            self.last_text_confidence = conf
             n = len(rb)
-            return Detections(xyxy, sc, np.zeros(n, np.int32), ["text"] * n, texts, seq, ts)
+            return Detections(xyxy, sc, np.zeros(n, np.int32), ["text"] * n, texts, seq, ts,
+                              data={ROTATED_BOX: rb, TEXT_CONFIDENCE: conf})
         except Exception:  # the protocol: never raise on a frame, log and return nothing
             log.exception("text: detection failed on frame seq=%s", seq)
-            self.last_rotated = np.zeros((0, 5), np.float32)
-            self.last_text_confidence = np.zeros(0, np.float32)
-            return Detections.empty(seq, ts)
+            return _no_text(seq, ts)
 
     def _read_boxes(self, img: np.ndarray, rb: np.ndarray) -> list[Any]:
         """OCR rotated boxes, spread over `ocr_workers` threads (tesserocr releases the GIL

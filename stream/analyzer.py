@@ -1,8 +1,9 @@
 """Per-camera analysis shared by the live pipeline and offline `process`:
-detector (optionally motion-gated) -> tracker -> track events.
+detector (optionally motion-gated) -> tracker -> track events -> overlay scene.
 
-The live pipeline calls detect() in its detector thread and apply()/track() in its
-process thread; offline processing calls them in sequence on every frame.
+detect() runs the detector (in the live pipeline's detector thread, or inline offline);
+apply(), track() and observe() are the per-frame step (stream.frameloop.FrameStep, one for
+both); scene() is what the overlay draws for a frame.
 """
 from __future__ import annotations
 
@@ -15,11 +16,11 @@ import numpy as np
 import cv2
 
 from core.config import CameraConfig, VigilConfig
-from core.types import Detections, Event, EventKind, Frame, Tracks
+from core.types import ROTATED_BOX, TEXT_CONFIDENCE, Detections, Event, EventKind, Frame, Tracks
 from detectors.base import Detector, build as build_detector
 from events.defects import DefectWatch
 from events.zones import LineCounter, ZoneCounter
-from stream.overlay import LineDraw, ZoneDraw
+from stream.overlay import LineDraw, OverlayScene, StatusInfo, ZoneDraw
 from trackers.tracker import Tracker
 
 log = logging.getLogger("vigil.analyzer")
@@ -87,6 +88,11 @@ class Analyzer:
         self._matched_ids = np.zeros(0, np.int64)
         # OCR text per track (from a text detector's Detections.text), read once per track
         self._texts: dict[int, str] = {}
+        # per live confirmed track, for its track_ended event (the ended track is no longer in
+        # the tracks): [started ts, last seen ts, last seen box, class id, label], "seen" being
+        # the last update a detection matched it; dropped when it ends, pruned to the shown ids
+        # past 4 x tracker.max_tracks (ended events lost from a full tracker event queue)
+        self._seen: dict[int, list[Any]] = {}
 
     def detect(self, frame: Frame) -> Detections:
         dets = self.detector.detect(frame)
@@ -99,11 +105,31 @@ class Analyzer:
         with self._lock:
             self.detections_total += len(dets)
             tracks = self.tracker.update(frame, dets)
-            self._matched_ids = tracks.track_id[tracks.det_index >= 0].copy()
+            matched = np.flatnonzero(tracks.det_index >= 0)
+            self._matched_ids = tracks.track_id[matched]
+            self._remember(tracks, matched, frame.ts)
             if dets.text is not None:
                 self._read_texts(frame, tracks, dets)
             self._after(tracks, frame)
             return self._with_text(tracks)
+
+    def _remember(self, tracks: Tracks, matched: np.ndarray, ts: float) -> None:
+        """Last seen box / label of every matched track (reported tracks are confirmed ones)."""
+        if matched.size:
+            seen = self._seen
+            labels = tracks.label
+            for i, tid, cid, box in zip(matched.tolist(), tracks.track_id[matched].tolist(),
+                                        tracks.class_id[matched].tolist(),
+                                        tracks.xyxy[matched].tolist()):
+                label = labels[i] if labels is not None else None
+                entry = seen.get(tid)
+                if entry is None:
+                    seen[tid] = [ts, ts, box, cid, label]
+                else:
+                    entry[1:] = ts, box, cid, label
+        if len(self._seen) > 4 * self.tracker.params.max_tracks:
+            live = set(tracks.track_id.tolist())
+            self._seen = {k: v for k, v in self._seen.items() if k in live}
 
     def _read_texts(self, frame: Frame, tracks: Tracks, dets: Detections) -> None:
         """Carry OCR text from detections to their tracks; one TEXT_READ event per track and
@@ -116,17 +142,25 @@ class Analyzer:
             if self._texts.get(tid) == text:
                 continue
             self._texts[tid] = text
+            row = int(tracks.det_index[i])
+            data: dict[str, Any] = {"text": text}
+            conf = dets.data.get(TEXT_CONFIDENCE)
+            if conf is not None:
+                data["confidence"] = round(float(conf[row]), 1)
+            rbox = dets.data.get(ROTATED_BOX)
+            if rbox is not None:  # cx, cy, w, h, angle_deg of the text line that was read
+                data["rotated_box"] = [round(float(v), 1) for v in rbox[row]]
             self._send(Event(EventKind.TEXT_READ, self.camera, ts=frame.wall_ts, track_id=tid,
                              label=self._label(tracks, int(i)),
                              box=tuple(float(v) for v in tracks.xyxy[i]),
-                             data={"text": text}, frame_seq=frame.seq), frame)
+                             data=data, frame_seq=frame.seq), frame)
         if len(self._texts) > 4 * self.tracker.params.max_tracks:  # bounded: keep live ids only
             live = set(int(t) for t in tracks.track_id)
             self._texts = {k: v for k, v in self._texts.items() if k in live}
 
     def _with_text(self, tracks: Tracks) -> Tracks:
         if self._texts and len(tracks):
-            tracks.text = np.array([self._texts.get(int(t)) for t in tracks.track_id], dtype=object)
+            return tracks.with_text([self._texts.get(t) for t in tracks.track_id.tolist()])
         return tracks
 
     def coasting(self, tracks: Tracks) -> np.ndarray:
@@ -136,8 +170,7 @@ class Analyzer:
     def track(self, frame: Frame) -> Tracks:
         """Tracks at this frame's time (a Kalman prediction between detections)."""
         with self._lock:
-            tracks = self.tracker.predict(frame.ts)
-            tracks.frame_seq = frame.seq
+            tracks = self.tracker.predict(frame.ts).with_frame(frame.seq, frame.ts)
             self._after(tracks, frame)
             return self._with_text(tracks)
 
@@ -153,17 +186,31 @@ class Analyzer:
                 continue
             box = None
             label = None
+            data: dict[str, Any] = {}
             idx = np.flatnonzero(tracks.track_id == tid)
             if idx.size:
                 box = tuple(float(v) for v in tracks.xyxy[idx[0]])
                 label = self._label(tracks, int(idx[0]))
+            if ev_kind is EventKind.TRACK_ENDED:
+                seen = self._seen.pop(int(tid), None)
+                self._texts.pop(int(tid), None)
+                if seen is not None:
+                    # an ended track is no longer in the tracks: where and what it was when a
+                    # detection last matched it; duration from its track_started frame to then
+                    # (the ended event itself comes max_age_s, or reid_window_s, later)
+                    started, last, last_box, cid, last_label = seen
+                    box = box or tuple(float(v) for v in last_box)
+                    label = label or last_label or self._class_name(cid)
+                    data["duration_s"] = round(max(0.0, last - started), 3)
             self._send(Event(ev_kind, self.camera, ts=frame.wall_ts, track_id=int(tid), label=label,
-                             box=box, frame_seq=frame.seq), frame)
+                             box=box, data=data, frame_seq=frame.seq), frame)
 
     def _label(self, tracks: Tracks, i: int) -> str | None:
         if tracks.label is not None and tracks.label[i]:
             return str(tracks.label[i])
-        c = int(tracks.class_id[i])
+        return self._class_name(int(tracks.class_id[i]))
+
+    def _class_name(self, c: int) -> str | None:
         return self.class_names[c] if 0 <= c < len(self.class_names) else None
 
     def _send(self, ev: Event, frame: Frame) -> None:
@@ -202,6 +249,15 @@ class Analyzer:
     def trails(self) -> dict[int, np.ndarray]:
         with self._lock:
             return self.tracker.trails()
+
+    def scene(self, tracks: Tracks, status: StatusInfo | None = None,
+              banner: str | None = None) -> OverlayScene:
+        """What the overlay draws on the frame these tracks were reported for: the tracks
+        (dashed where no detection matched at the last detector update), their trails, the
+        zones and lines with their counts, and the optional status strip and banner."""
+        return OverlayScene(tracks=tracks, trails=self.trails(), class_names=tuple(self.class_names),
+                            zones=tuple(self.zone_draws()), lines=tuple(self.line_draws()),
+                            coasting=self.coasting(tracks), status=status, banner=banner)
 
     def zone_draws(self) -> list[ZoneDraw]:
         if not self.zones or self._frame_size is None:

@@ -32,8 +32,8 @@ from core.boxes import clip_xyxy
 from core.imaging import to_gray
 from core.types import Tracks
 
-__all__ = ["ZoneDraw", "LineDraw", "StatusInfo", "OverlayRenderer", "draw_overlay", "grey_out",
-           "track_color", "STATE_COLORS"]
+__all__ = ["ZoneDraw", "LineDraw", "StatusInfo", "OverlayScene", "OverlayRenderer", "draw_overlay",
+           "grey_out", "track_color", "STATE_COLORS"]
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _PALETTE_SIZE = 32
@@ -82,6 +82,27 @@ class StatusInfo:
     detector_fps: float | None = None
     published_fps: float | None = None
     latency_ms: float | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class OverlayScene:
+    """Everything one overlay frame shows (stream.analyzer.Analyzer.scene() builds it for a
+    camera; a stale camera's is just a status and a banner).
+
+    tracks: what to box and label; trails: id -> (n,2) recent centres; class_names: names for
+    class ids without a label; zones / lines: shapes with their counts; coasting: bool per
+    track, drawn dashed (None: det_index == -1); status: the status strip; banner: big centred
+    text (STALE, RECONNECTING ...).
+    """
+
+    tracks: Tracks | None = None
+    trails: Mapping[int, np.ndarray] | None = None
+    class_names: Sequence[str] = ()
+    zones: Sequence[ZoneDraw] = ()
+    lines: Sequence[LineDraw] = ()
+    coasting: np.ndarray | None = None
+    status: StatusInfo | None = None
+    banner: str | None = None
 
 
 def _palette(n: int = _PALETTE_SIZE) -> np.ndarray:
@@ -494,6 +515,11 @@ class OverlayRenderer:
             self._draw_banner(image, banner)
         return image
 
+    def draw_scene(self, image: np.ndarray, scene: OverlayScene) -> np.ndarray:
+        """draw() with the arguments of one OverlayScene."""
+        return self.draw(image, scene.tracks, scene.trails, scene.class_names, scene.zones,
+                         scene.lines, scene.status, scene.banner, scene.coasting)
+
     def stats(self) -> dict:
         return {"sprites": len(self._sprites), "sprite_hits": self.sprite_hits,
                 "sprite_misses": self.sprite_misses}
@@ -503,14 +529,24 @@ _SCORE_TEXT = [f"{s / 100:.2f}" for s in range(101)]
 _local = threading.local()
 
 
-def draw_overlay(image: np.ndarray, tracks: Tracks | None = None,
+def draw_overlay(image: np.ndarray, scene: OverlayScene | Tracks | None = None,
                  trails: Mapping[int, np.ndarray] | None = None,
                  class_names: Sequence[str] | None = None,
                  zones: Sequence[ZoneDraw] | None = None, lines: Sequence[LineDraw] | None = None,
                  status: StatusInfo | None = None, banner: str | None = None,
                  coasting: np.ndarray | None = None) -> np.ndarray:
-    """OverlayRenderer.draw with a default renderer per calling thread (its own caches)."""
+    """Draw `scene` (an OverlayScene) in place on `image` with a default renderer per calling
+    thread (its own caches), and return the image.
+
+    The older form, loose arguments with Tracks (or None) in place of the scene, is the same
+    as OverlayScene(tracks, trails, class_names, zones, lines, coasting, status, banner).
+    """
     r = getattr(_local, "renderer", None)
     if r is None:
         r = _local.renderer = OverlayRenderer()
-    return r.draw(image, tracks, trails, class_names, zones, lines, status, banner, coasting)
+    if isinstance(scene, OverlayScene):
+        if any(v is not None for v in (trails, class_names, zones, lines, status, banner, coasting)):
+            raise TypeError("draw_overlay(image, scene): the scene holds everything to draw; "
+                            "pass no other arguments with it")
+        return r.draw_scene(image, scene)
+    return r.draw(image, scene, trails, class_names, zones, lines, status, banner, coasting)

@@ -3,9 +3,11 @@
 Threads per camera:
   capture-NAME   reads the source into a LatestSlot (newest frame only, drops counted)
   detect-NAME    runs the (slow) detector on the newest frame handed to it, every N frames
-  process-NAME   runs the tracker on EVERY frame (predict between detections, apply
-                 detections at the time of the frame they were computed on), updates the
-                 long exposure, and publishes to the frame hubs (drawing only when watched)
+                 (stream.frameloop.DetectorThread: the live scheduler's detector side)
+  process-NAME   the frame loop (stream.frameloop.FrameStep, the same step offline `process`
+                 runs) on EVERY frame: predict between detections, apply detections at the
+                 time of the frame they were computed on, zones/lines/defects; then updates
+                 the long exposure and publishes to the frame hubs (drawing only when watched)
 
 A stage that fails on one frame logs it with the camera name and seq, counts it, and
 goes on. Only stop() ends a stage; every thread is joined with a timeout.
@@ -16,52 +18,27 @@ import dataclasses
 import logging
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
-
-import numpy as np
+from typing import Callable
 
 from core.config import CameraConfig, VigilConfig
-from core.types import Detections, Event, EventKind, Frame, SourceState, Tracks
+from core.types import Event, EventKind, Frame, SourceState, Tracks
 from detectors.base import Detector
 from stream.analyzer import Analyzer, build_analyzer
 from stream.capture import Capture, ReconnectPolicy
 from stream.clips import ClipRecorder
 from stream.exposure import LongExposure
-from stream.overlay import StatusInfo, draw_overlay, grey_out
-from stream.slot import LatestSlot
+from stream.frameloop import DetectorThread, FrameStep, StageCounters
+from stream.overlay import OverlayScene, StatusInfo, draw_overlay, grey_out
 from stream.sources import open_source
-from stream.stats import LatencyRing, RateMeter
+from stream.stats import LatencyRing
 from stream.hub import FrameHub
 
 log = logging.getLogger("vigil.pipeline")
 
 EventSink = Callable[[Event], None]
 
-
-@dataclass
-class StageCounters:
-    processed: int = 0
-    errors: int = 0
-    ms: deque = field(default_factory=lambda: deque(maxlen=256))
-    rate: RateMeter = field(default_factory=RateMeter)
-
-    def record(self, seconds: float) -> None:
-        self.processed += 1
-        self.ms.append(seconds * 1000.0)
-        self.rate.tick()
-
-    def snapshot(self) -> dict[str, Any]:
-        ms = np.fromiter(self.ms, float) if self.ms else None
-        return {
-            "processed": self.processed,
-            "errors": self.errors,
-            "fps": round(self.rate.rate(), 2),
-            "ms_p50": None if ms is None else round(float(np.median(ms)), 3),
-            "ms_p95": None if ms is None else round(float(np.percentile(ms, 95)), 3),
-        }
+__all__ = ["CameraPipeline", "StageCounters"]
 
 
 class CameraPipeline:
@@ -83,12 +60,11 @@ class CameraPipeline:
             cam.name, self._make_source, policy=ReconnectPolicy(
                 rc.initial_backoff_s, rc.max_backoff_s, rc.max_attempts, rc.jitter, rc.stall_timeout_s),
             pace=True, loop=cam.loop, fps_override=cam.fps, resize=resize, on_state=self._on_state)
-        self._det_slot: LatestSlot[Frame] = LatestSlot()
-        self._results: deque[tuple[Frame, Detections]] = deque(maxlen=8)
-        self.results_dropped = 0  # detector results overwritten before the tracker took them
+        self.step = FrameStep(self.analyzer)
+        self.detection = DetectorThread(self.analyzer, cam.name, every=cam.detect_every)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self.detect_stage = StageCounters()
+        self.detect_stage = self.detection.stage
         self.track_stage = StageCounters()
         self.publish_stage = StageCounters()
         self.latency = LatencyRing()
@@ -119,16 +95,16 @@ class CameraPipeline:
     def start(self) -> "CameraPipeline":
         self.started_at = time.monotonic()
         self.capture.start()
-        for target, kind in ((self._detect_loop, "detect"), (self._process_loop, "process")):
-            t = threading.Thread(target=target, name=f"{kind}-{self.name}", daemon=True)
-            t.start()
-            self._threads.append(t)
+        self._threads.append(self.detection.start())
+        t = threading.Thread(target=self._process_loop, name=f"process-{self.name}", daemon=True)
+        t.start()
+        self._threads.append(t)
         return self
 
     def stop(self, timeout: float = 2.0) -> bool:
         deadline = time.monotonic() + timeout
         self._stop.set()
-        self._det_slot.close()
+        self.detection.stop()
         self.overlay_hub.close()
         self.exposure_hub.close()
         ok = self.capture.stop(max(0.1, deadline - time.monotonic()))
@@ -157,26 +133,10 @@ class CameraPipeline:
         self._emit(Event(EventKind.CAMERA_STATE, name, data={
             "from": old.value, "to": new.value, "message": message}))
 
-    # ------------------------------------------------------------ threads
-    def _detect_loop(self) -> None:
-        while not self._stop.is_set():
-            frame = self._det_slot.get(timeout=0.5)
-            if frame is None:
-                continue
-            t0 = time.perf_counter()
-            try:
-                dets = self.analyzer.detect(frame)
-            except Exception:  # noqa: BLE001
-                self.detect_stage.errors += 1
-                log.exception("[%s] detector failed on seq %d", self.name, frame.seq)
-                continue
-            self.detect_stage.record(time.perf_counter() - t0)
-            if len(self._results) == self._results.maxlen:
-                self.results_dropped += 1
-            self._results.append((frame, dets))
-
+    # ------------------------------------------------------------ the frame loop
     def _process_loop(self) -> None:
-        every = max(1, self.cam.detect_every)
+        """The live scheduler: the newest frame from the capture slot, the detections that are
+        ready (each applied at its own frame's time), one FrameStep, then publish."""
         while not self._stop.is_set():
             frame = self.capture.slot.get(timeout=0.1)
             self.capture.check_stall()
@@ -187,15 +147,10 @@ class CameraPipeline:
                 continue
             self._frames_seen += 1
             self._current = frame
-            if (self._frames_seen - 1) % every == 0 and self.analyzer.has_detector:
-                self._det_slot.put(frame)
+            updates = self.detection.updates(frame)
             t0 = time.perf_counter()
             try:
-                while self._results:
-                    det_frame, dets = self._results.popleft()
-                    self.analyzer.apply(det_frame, dets)
-                tracks = self.analyzer.track(frame)
-                self.analyzer.observe(frame, tracks)
+                tracks = self.step.advance(frame, updates)
                 self.latest_tracks = tracks
             except Exception:  # noqa: BLE001
                 self.track_stage.errors += 1
@@ -226,10 +181,7 @@ class CameraPipeline:
     def _publish(self, frame: Frame, tracks: Tracks) -> None:
         self.exposure.update(frame.image)
         if self.overlay_hub.has_viewers():
-            img = frame.image.copy()
-            draw_overlay(img, tracks, self.analyzer.trails(), self.analyzer.class_names,
-                         zones=self.analyzer.zone_draws(), lines=self.analyzer.line_draws(),
-                         status=self.status(), banner=None, coasting=self.analyzer.coasting(tracks))
+            img = self.step.draw(frame, tracks, status=self.status())
             self.overlay_hub.publish(img, frame.seq, frame.ts, frame.wall_ts)
         if self.exposure_hub.has_viewers():
             self.exposure_hub.publish(self.exposure.image(), frame.seq, frame.ts, frame.wall_ts)
@@ -249,11 +201,16 @@ class CameraPipeline:
         if state == SourceState.RECONNECTING:
             banner = f"RECONNECTING (attempt {self.capture.attempts})"
         img = grey_out(frame.image)
-        draw_overlay(img, Tracks.empty(), None, None, None, None, self.status(state), banner)
+        draw_overlay(img, OverlayScene(status=self.status(state), banner=banner))
         self.overlay_hub.publish(img, frame.seq, frame.ts, frame.wall_ts)
+
+    @property
+    def results_dropped(self) -> int:
+        """Detector results overwritten before the frame loop took them."""
+        return self.detection.results_dropped
 
     @property
     def detector_dropped(self) -> int:
         """Frames handed to the detector that it never ran on (a newer one replaced them while
         it was busy), plus results lost before the tracker applied them."""
-        return self._det_slot.dropped + self.results_dropped
+        return self.detection.dropped

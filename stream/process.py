@@ -1,6 +1,9 @@
 """Offline processing: every frame of a source, as fast as possible (no drops), through
 detector and tracker, to an annotated H.264 mp4, MOTChallenge tracks and a JSON summary.
 
+The frame loop is the live pipeline's (stream.frameloop.FrameStep) under the offline
+scheduler (InlineDetection: every frame in order, the detector inline on every Nth one).
+
     python main.py process INPUT [--detector NAME] [--every-n N] [--max-frames N]
                            [--output annotated.mp4] [--tracks tracks.txt] [--json]
 """
@@ -125,7 +128,7 @@ def run(args: ProcessOptions) -> dict[str, Any]:
     """Process every frame of args.input; returns the JSON summary."""
     from core.types import Frame
     from stream.analyzer import build_analyzer
-    from stream.overlay import draw_overlay
+    from stream.frameloop import FrameStep, InlineDetection
     from stream.recorder import Mp4Writer
     from stream.errors import SourceError
     from stream.sources import open_source
@@ -154,6 +157,8 @@ def run(args: ProcessOptions) -> dict[str, Any]:
     stage_s = {"decode": [], "detect": [], "track": [], "draw": [], "encode": []}
     progress = _Progress(args.progress, max_frames)
     every = cam.detect_every
+    step = FrameStep(analyzer)
+    detection = InlineDetection(analyzer, every)
     n = 0
     t_start = time.perf_counter()
     try:
@@ -170,15 +175,9 @@ def run(args: ProcessOptions) -> dict[str, Any]:
                 break
             t1 = time.perf_counter()
             frame = Frame(img, n, n / fps, "process")
-            if n % every == 0:
-                dets = analyzer.detect(frame)
-                t2 = time.perf_counter()
-                stage_s["detect"].append(t2 - t1)  # only frames the detector ran on
-                tracks = analyzer.apply(frame, dets)
-            else:
-                t2 = time.perf_counter()
-                tracks = analyzer.track(frame)
-            analyzer.observe(frame, tracks)
+            updates = detection.updates(frame)
+            t2 = time.perf_counter()
+            tracks = step.advance(frame, updates)
             if evaluator is not None:
                 evaluator.observe(n, src.truth(n), (frame.width, frame.height))
             t3 = time.perf_counter()
@@ -190,10 +189,7 @@ def run(args: ProcessOptions) -> dict[str, Any]:
                     np.full(len(tracks), n + 1), tracks.track_id, xyxy[:, 0], xyxy[:, 1],
                     xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1], tracks.score]))
             if writer is not None:
-                out = img.copy()
-                draw_overlay(out, tracks, analyzer.trails(), analyzer.class_names,
-                             zones=analyzer.zone_draws(), lines=analyzer.line_draws(),
-                             status=None, banner=None, coasting=analyzer.coasting(tracks))
+                out = step.draw(frame, tracks)
                 t4 = time.perf_counter()
                 writer.write(out)
                 stage_s["draw"].append(t4 - t3)
@@ -207,6 +203,7 @@ def run(args: ProcessOptions) -> dict[str, Any]:
         if writer is not None:
             writer.close()
     elapsed = time.perf_counter() - t_start
+    stage_s["detect"] = detection.detect_s  # only frames the detector ran on
     if args.tracks:
         data = np.concatenate(rows) if rows else np.zeros((0, 7))
         write_mot(args.tracks, data)

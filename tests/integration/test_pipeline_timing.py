@@ -378,7 +378,7 @@ def test_overlay_at_source_fps_and_detections_at_their_frame_time(detect_every, 
 
     # The detector slot's drops are in the status (stages.detect.dropped, and /metrics); they
     # are checked against the slot itself.
-    dslot = pipe._det_slot
+    dslot = pipe.detection.slot
     handed = (seen - 1) // detect_every + 1              # frames offered to the detector
     assert dslot.put_count == handed
     assert dslot.taken == len(det.calls)

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import pytest
 
-from core.types import Frame
+from core.types import ROTATED_BOX, TEXT_CONFIDENCE, Frame
 from detectors.text import DEFAULT_DB_MODEL, ROOT, TextDetector
 from tests.conftest import data_file, require
 
@@ -67,31 +67,31 @@ def detector() -> TextDetector:
     det.close()
 
 
-def _read_all(det: TextDetector, img: np.ndarray) -> tuple[str, int]:
+def _read_all(det: TextDetector, img: np.ndarray) -> tuple[str, int, np.ndarray]:
     out = det.detect(img)
-    return " ".join(t for t in out.text if t), len(out)
+    return " ".join(t for t in out.text if t), len(out), out.data[ROTATED_BOX]
 
 
 def test_printed_paragraph(detector: TextDetector):
     img = cv2.imread(str(data_file("images/text/imageTextN.png")))
-    text, n = _read_all(detector, img)
+    text, n, rotated = _read_all(detector, img)
     recall, precision = word_match(REFERENCE, text)
     assert n == REFERENCE_LINES, f"{n} line boxes"
     assert recall >= 0.95 and precision >= 0.95, (recall, precision, text)
     # reading order: the paragraph comes back in order
     assert text.startswith("technical details") and text.rstrip().endswith("approaches:")
     # line boxes are horizontal
-    assert np.all(np.abs(detector.last_rotated[:, 4]) < 2.0)
+    assert np.all(np.abs(rotated[:, 4]) < 2.0)
 
 
 def test_rotated_paragraph(detector: TextDetector):
     img = cv2.imread(str(data_file("images/text/imageTextR.png")))
-    text, n = _read_all(detector, img)
+    text, n, rotated = _read_all(detector, img)
     recall, precision = word_match(REFERENCE, text)
     assert n == REFERENCE_LINES, f"{n} line boxes"
     assert recall >= 0.93 and precision >= 0.93, (recall, precision, text)
     # the page is tilted by about 9 degrees: rotated boxes carry it, crops are deskewed
-    ang = detector.last_rotated[:, 4]
+    ang = rotated[:, 4]
     assert np.all((ang > -12) & (ang < -6)), ang
     assert text.startswith("technical details")
 
@@ -127,7 +127,7 @@ def test_synthetic_frame_reads_exactly(detector: TextDetector):
     assert (out.frame_seq, out.ts) == (11, 2.0)
     assert list(out.text) == ["SN 0042", "VIGIL TEST 123"]
     assert list(out.label) == ["text", "text"]
-    assert np.all(detector.last_text_confidence > 80)
+    assert np.all(out.data[TEXT_CONFIDENCE] > 80)
     # the detector's read() on its own axis-aligned boxes gives the same strings
     assert [t for t, _ in detector.read(img, out.xyxy)] == ["SN 0042", "VIGIL TEST 123"]
     # boxes surround the drawn strings
@@ -141,7 +141,7 @@ def test_synthetic_frame_rotated(detector: TextDetector):
     rot = cv2.warpAffine(img, m, (640, 360), borderMode=cv2.BORDER_REPLICATE)
     out = detector.detect(rot)
     assert list(out.text) == ["SN 0042", "VIGIL TEST 123"]
-    assert np.all(np.abs(detector.last_rotated[:, 4] + 12) < 2)
+    assert np.all(np.abs(out.data[ROTATED_BOX][:, 4] + 12) < 2)
 
 
 def test_read_given_boxes_and_threads():
@@ -177,7 +177,7 @@ def test_parallel_ocr_workers_same_result():
     img = cv2.imread(str(data_file("images/text/imageTextN.png")))
     det = TextDetector(ocr_workers=2)
     try:
-        text, n = _read_all(det, img)
+        text, n, _ = _read_all(det, img)
     finally:
         det.close()
     recall, _ = word_match(REFERENCE, text)

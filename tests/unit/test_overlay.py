@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from core.types import Tracks
-from stream.overlay import (LineDraw, OverlayRenderer, StatusInfo, ZoneDraw, draw_overlay,
-                            grey_out, track_color)
+from stream.overlay import (LineDraw, OverlayRenderer, OverlayScene, StatusInfo, ZoneDraw,
+                            draw_overlay, grey_out, track_color)
 from tests.timing import cost_s
 
 H, W = 576, 768
@@ -133,6 +133,24 @@ def test_nothing_drawn_outside_and_bad_input():
         draw_overlay(np.zeros((10, 10), np.uint8), Tracks.empty())
     with pytest.raises(ValueError):
         OverlayRenderer(font_scale=5)
+
+
+def test_scene_draws_the_same_as_loose_arguments():
+    tr = _tracks([[100, 200, 300, 400], [400, 200, 600, 400]], [7, 8], [0, -1], text=["AB 1", None])
+    trails = {7: np.stack([np.linspace(50, 250, 20), np.full(20, 500.0)], 1)}
+    zone = ZoneDraw("dock", np.array([[400, 50], [700, 50], [700, 250], [400, 250]]), {"person": 2})
+    line = LineDraw("gate", (100, 300), (300, 300), count_in=3, count_out=1)
+    st = StatusInfo("cam1", "LIVE", 25.0, 8.0, 24.9, 41.7)
+    coasting = np.array([True, False])
+    loose = OverlayRenderer().draw(_blank(), tr, trails, ["person"], [zone], [line], st, "HI", coasting)
+    scene = OverlayScene(tr, trails, ("person",), (zone,), (line,), coasting, st, "HI")
+    assert np.array_equal(OverlayRenderer().draw_scene(_blank(), scene), loose)
+    assert np.array_equal(draw_overlay(_blank(), scene), loose)
+    with pytest.raises(TypeError, match="scene"):
+        draw_overlay(_blank(), scene, status=st)
+    # a stale camera's scene: only the status strip and a banner
+    stale = draw_overlay(grey_out(_blank()), OverlayScene(status=st, banner="STALE 3 s"))
+    assert stale.shape == (H, W, 3)
 
 
 def test_default_renderer_is_per_thread():

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from core.types import Frame
+from core.types import ROTATED_BOX, TEXT_CONFIDENCE, Frame
 from detectors.base import DetectorError
 from detectors.ocr import crop_rotated, crop_xyxy, prepare_line, rbox_to_quad
 from detectors.text import (DEFAULT_DB_MODEL, ROOT, TextDetector, db_input_size, db_postprocess,
@@ -226,7 +226,8 @@ def test_dbnet_maps_boxes_back_to_frame():
     exp = [(59.5 - 39.5 - d) * sx, (44.5 - 4.5 - d) * sy, (59.5 + 39.5 + d) * sx,
            (44.5 + 4.5 + d) * sy]
     np.testing.assert_allclose(out.xyxy[0], exp, atol=1e-3)
-    assert det.last_rotated.shape == (1, 5) and out.text[0] is None
+    assert out.data[ROTATED_BOX].shape == (1, 5) and out.text[0] is None
+    assert out.data[TEXT_CONFIDENCE].tolist() == [0.0]  # recognize=False: nothing read
 
 
 def test_dbnet_odd_frames_never_raise():
@@ -238,7 +239,7 @@ def test_dbnet_odd_frames_never_raise():
                 np.zeros((64, 64, 3), np.float32), big, big[::3, ::2],
                 np.asfortranarray(np.zeros((50, 70, 3), np.uint8)), "not an image"):
         out = det.detect(img)
-        assert len(out) == len(det.last_rotated)
+        assert len(out) == len(out.data[ROTATED_BOX]) == len(out.data[TEXT_CONFIDENCE])
         if isinstance(img, np.ndarray) and img.size:
             h, w = img.shape[:2]
             assert np.all(out.xyxy[:, [0, 2]] <= w) and np.all(out.xyxy[:, [1, 3]] <= h)

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 import pytest
 
+from core.types import ROTATED_BOX, TEXT_CONFIDENCE
 from detectors.base import DetectorError
 from detectors.ocr import rbox_to_quad
 from detectors.text import EAST_OUTPUTS, TextDetector, decode_east, east_nms
@@ -176,13 +177,15 @@ def test_east_detector_decodes_known_boxes(east_model: Path):
     assert list(out.text) == [None, None]
     np.testing.assert_allclose(out.score, 0.9, atol=1e-3)
     exp = expected_rboxes(2.0)
-    order = np.argsort(det.last_rotated[:, 0])
-    np.testing.assert_allclose(det.last_rotated[order], exp, atol=0.05)
+    rot = out.data[ROTATED_BOX]
+    assert rot.shape == (2, 5) and out.data[TEXT_CONFIDENCE].shape == (2,)
+    order = np.argsort(rot[:, 0])
+    np.testing.assert_allclose(rot[order], exp, atol=0.05)
     q = rbox_to_quad(exp)
     exp_xyxy = np.concatenate([q.min(axis=1), q.max(axis=1)], axis=1)
     np.testing.assert_allclose(out.xyxy[order], exp_xyxy, atol=0.05)
     # the rotated box really is rotated (EAST angle 0.35 rad)
-    assert abs(det.last_rotated[order][1, 4] + np.degrees(0.35)) < 0.01
+    assert abs(rot[order][1, 4] + np.degrees(0.35)) < 0.01
 
 
 def test_east_detector_anisotropic_scale_bounds(east_model: Path):
