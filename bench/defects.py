@@ -3,7 +3,9 @@
     python main.py bench defects --json [--seeds 0 1 2] [--frames 1300] [--speed 240]
 
 Pipeline per frame: ConveyorScene.render -> MotionDetector -> Tracker -> DefectWatch, and
-ConveyorEvaluator.observe(scene.truth(i)). Per seed: part count against the true crossings,
+ConveyorEvaluator.observe(scene.truth(i)) (events/defects/evaluation.py: it reads only the
+watch's public view, and lives in events/ because `process synthetic:conveyor --json`
+reports the same figures and stream/ may not import bench/). Per seed: part count against the true crossings,
 defect precision / recall, label read rate, ms per judged part. The baseline, scored on the
 same parts in the same run, is a dHash-only judge (DEFECT iff the dHash distance to the
 reference exceeds the watch's dhash_threshold): what the registered pixel difference adds.

@@ -14,7 +14,10 @@ Conventions (image coordinates, y grows downwards):
   side (as in core.config.LineConfig). Its normal is (dy, -dx); the signed distance is
   positive on the left. In stream.overlay.LineDraw terms this is `in_side=-1`
   (LineDraw's +1 is the right-hand normal (-dy, dx)); `LineCounter.in_side` holds it.
-- "in" = a crossing from the right side to the left side; "out" = the opposite.
+  `line_geometry()` is the one place this sign is computed: the counting lines and the
+  defect watch's inspection line (events.defects) both measure sides with it (`Line`).
+- "in" = a crossing from the right side to the left side; "out" = the opposite. (For a
+  line drawn top to bottom, "in" is a move from screen-left to screen-right.)
 - Event.ts is wall-clock (`wall_ts` argument, else time.time()); dwell times are measured
   on `Tracks.ts` (the monotonic capture clock) so they do not jump with NTP.
 - The camera name is given to the constructor (`camera=`); events carry it.
@@ -22,6 +25,9 @@ Conventions (image coordinates, y grows downwards):
 Class names: `Tracks.label[i]` when present, else `class_names[class_id]`, else the class id
 as a string. `classes=()` counts every class; otherwise tracks of other classes are ignored
 entirely (no state, no events, not in occupancy).
+
+Both counters are also `events.observers.TrackObserver`s (`observe(frame, tracks, ...)` with
+snapshots, `camera_counters()`, `drawing()`), which is how the analyzer drives them.
 """
 from __future__ import annotations
 
@@ -32,9 +38,11 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from core.boxes import centers
-from core.types import Event, EventKind, Tracks
+from core.types import Event, EventKind, Frame, Tracks
+from events.observers import LineDrawing, ZoneDrawing
+from events.snapshots import frame_snapshot
 
-__all__ = ["LineCounter", "ZoneCounter", "points_in_polygon"]
+__all__ = ["LineCounter", "ZoneCounter", "Line", "line_geometry", "points_in_polygon"]
 
 _ANCHORS = ("bottom", "center")
 
@@ -74,6 +82,60 @@ def _resolve(points: np.ndarray, normalized: bool, frame_size: Sequence[int]) ->
     if not (w > 0 and h > 0):
         raise ValueError(f"frame_size must be positive (w, h), got {tuple(frame_size)}")
     return points * np.array([w, h])
+
+
+def line_geometry(p: np.ndarray, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Signed distance in pixels of points (N,2) from the directed line p = [p1, p2] (pixels),
+    > 0 on its left-hand side as seen on screen (y down; normal (dy, -dx)), and the projection
+    parameter t along it (0 at p1, 1 at p2). The one side convention of events/."""
+    p = np.asarray(p, np.float64).reshape(2, 2)
+    d = p[1] - p[0]
+    length = float(np.hypot(d[0], d[1]))
+    if length == 0:
+        raise ValueError("a line needs two different points")
+    r = np.asarray(xy, np.float64).reshape(-1, 2) - p[0]
+    s = (r[:, 0] * d[1] - r[:, 1] * d[0]) / length  # dot with left normal (dy, -dx)
+    t = (r @ d) / (length * length)
+    return s, t
+
+
+class Line:
+    """A directed segment p1->p2, in pixels or (normalized) in 0..1 of the frame: the geometry
+    of a counting line and of the defect watch's inspection line (`line_geometry` sides)."""
+
+    def __init__(self, points: Any, normalized: bool = False, what: str = "line") -> None:
+        pts = _points(points, normalized, 2, 2, what)
+        if np.allclose(pts[0], pts[1]):
+            raise ValueError(f"{what}: points must differ")
+        self.points = pts
+        self.normalized = bool(normalized)
+        self.what = what
+        self._px: tuple[tuple[float, float], np.ndarray] | None = None  # (frame size, pixels)
+
+    def pixels(self, frame_size: Sequence[int]) -> np.ndarray:
+        """[[x1, y1], [x2, y2]] float64 pixels for a (w, h) frame (cached per size; read only)."""
+        key = (float(frame_size[0]), float(frame_size[1]))
+        hit = self._px
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        px = _resolve(self.points, self.normalized, frame_size)
+        if px is self.points:
+            px = px.copy()
+        px.setflags(write=False)
+        self._px = (key, px)
+        return px
+
+    def pixel_points(self, frame_size: Sequence[int]) -> tuple[tuple[int, int], tuple[int, int]]:
+        """p1, p2 in whole pixels (for drawing)."""
+        p = np.rint(self.pixels(frame_size)).astype(int)
+        return (int(p[0, 0]), int(p[0, 1])), (int(p[1, 0]), int(p[1, 1]))
+
+    def geometry(self, xy: np.ndarray, frame_size: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """`line_geometry` of points (N,2) for a (w, h) frame: (signed distance, t)."""
+        try:
+            return line_geometry(self.pixels(frame_size), xy)
+        except ValueError:
+            raise ValueError(f"{self.what} has zero length at frame size {tuple(frame_size)}") from None
 
 
 def _anchors(xyxy: np.ndarray, anchor: str) -> np.ndarray:
@@ -202,17 +264,15 @@ class LineCounter:
                  anchor: str = "bottom", forget_after: int = 60, max_tracks: int = 4096,
                  ignore_coasting: bool = False) -> None:
         _check_common(name, camera, anchor, forget_after, max_tracks)
-        pts = _points(points, normalized, 2, 2, f"line {name!r}")
-        if np.allclose(pts[0], pts[1]):
-            raise ValueError(f"line {name!r}: points must differ")
+        self.line = Line(points, normalized, f"line {name!r}")
         if not (hysteresis_px >= 0 and np.isfinite(hysteresis_px)):
             raise ValueError(f"hysteresis_px must be >= 0, got {hysteresis_px}")
         if int(confirm_frames) < 1:
             raise ValueError(f"confirm_frames must be >= 1, got {confirm_frames}")
         self.name = name
         self.camera = camera
-        self.points = pts
-        self.normalized = bool(normalized)
+        self.points = self.line.points
+        self.normalized = self.line.normalized
         self.hysteresis_px = float(hysteresis_px)
         self.confirm_frames = int(confirm_frames)
         self.classes = frozenset(classes)
@@ -243,21 +303,12 @@ class LineCounter:
 
     def pixel_points(self, frame_size: Sequence[int]) -> tuple[tuple[int, int], tuple[int, int]]:
         """p1, p2 in pixels (for drawing)."""
-        p = np.rint(_resolve(self.points, self.normalized, frame_size)).astype(int)
-        return (int(p[0, 0]), int(p[0, 1])), (int(p[1, 0]), int(p[1, 1]))
+        return self.line.pixel_points(frame_size)
 
     def geometry(self, xy: np.ndarray, frame_size: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """Signed distance in pixels (>0 on the "in"/left side) and projection parameter t
-        (0 at p1, 1 at p2) of points (N,2)."""
-        p = _resolve(self.points, self.normalized, frame_size)
-        d = p[1] - p[0]
-        length = float(np.hypot(d[0], d[1]))
-        if length == 0:
-            raise ValueError(f"line {self.name!r} has zero length at frame size {tuple(frame_size)}")
-        r = np.asarray(xy, np.float64).reshape(-1, 2) - p[0]
-        s = (r[:, 0] * d[1] - r[:, 1] * d[0]) / length  # dot with left normal (dy, -dx)
-        t = (r @ d) / (length * length)
-        return s, t
+        (0 at p1, 1 at p2) of points (N,2) (`line_geometry`)."""
+        return self.line.geometry(xy, frame_size)
 
     def update(self, tracks: Tracks, frame_size: Sequence[int], class_names: Sequence[str] | None = None,
                wall_ts: float | None = None) -> list[Event]:
@@ -328,6 +379,30 @@ class LineCounter:
                                 data={"line": self.name, "direction": direction},
                                 frame_seq=tracks.frame_seq if tracks.frame_seq >= 0 else None))
         return events
+
+    # -- events.observers.TrackObserver
+    def observe(self, frame: Frame, tracks: Tracks, class_names: Sequence[str] | None = None, *,
+                snapshots: bool = True) -> list[tuple[Event, bytes | None]]:
+        """update() on the frame's size and wall time; each crossing with a snapshot of the
+        frame (box drawn) when `snapshots`."""
+        events = self.update(tracks, (frame.width, frame.height), class_names, wall_ts=frame.wall_ts)
+        return _with_snapshots(events, frame, snapshots)
+
+    def camera_counters(self) -> dict[str, Any]:
+        """{"line NAME in": n, "line NAME out": n}."""
+        c = self.counts()
+        return {f"line {self.name} in": c["in"], f"line {self.name} out": c["out"]}
+
+    def drawing(self, frame_size: Sequence[int]) -> LineDrawing:
+        p1, p2 = self.pixel_points(frame_size)
+        c = self.counts()
+        return LineDrawing(self.name, p1, p2, c["in"], c["out"], in_side=self.in_side)
+
+    def flush(self, *, snapshots: bool = True) -> list[tuple[Event, bytes | None]]:
+        return []
+
+    def close(self) -> None:
+        pass
 
     def counts(self) -> dict[str, Any]:
         """{"in": n, "out": n, "by_class": {cls: {"in": n, "out": n}}}."""
@@ -509,6 +584,28 @@ class ZoneCounter:
             st.keep(keep)
             return events
 
+    # -- events.observers.TrackObserver
+    def observe(self, frame: Frame, tracks: Tracks, class_names: Sequence[str] | None = None, *,
+                snapshots: bool = True) -> list[tuple[Event, bytes | None]]:
+        """update() on the frame's size and wall time; each ZONE_ENTER with a snapshot of the
+        frame (box drawn) when `snapshots` (a leave has none)."""
+        events = self.update(tracks, (frame.width, frame.height), class_names, wall_ts=frame.wall_ts)
+        return _with_snapshots(events, frame, snapshots)
+
+    def camera_counters(self) -> dict[str, Any]:
+        """{"zone NAME entries": n, "zone NAME now": tracks inside now}."""
+        c = self.counts()
+        return {f"zone {self.name} entries": c["entries"], f"zone {self.name} now": sum(c["occupancy"].values())}
+
+    def drawing(self, frame_size: Sequence[int]) -> ZoneDrawing:
+        return ZoneDrawing(self.name, self.polygon_px(frame_size), self.occupancy())
+
+    def flush(self, *, snapshots: bool = True) -> list[tuple[Event, bytes | None]]:
+        return []
+
+    def close(self) -> None:
+        pass
+
     def occupancy(self) -> dict[str, int]:
         """Tracks inside the zone now, per class."""
         with self._lock:
@@ -541,6 +638,17 @@ class ZoneCounter:
             if counts:
                 self._entries = 0
                 self._entries_by_class = {}
+
+
+# the kinds a line or zone attaches a frame snapshot to (a leave or a track event has none)
+_SNAPSHOT_KINDS = frozenset({EventKind.LINE_CROSSED, EventKind.ZONE_ENTER})
+
+
+def _with_snapshots(events: list[Event], frame: Frame, snapshots: bool
+                    ) -> list[tuple[Event, bytes | None]]:
+    return [(e, frame_snapshot(frame.image, e.box, e.label)
+             if snapshots and e.kind in _SNAPSHOT_KINDS and e.box is not None else None)
+            for e in events]
 
 
 def _dwell(v: float) -> float:

@@ -19,6 +19,7 @@ from core.config import CameraConfig, VigilConfig
 from core.types import ROTATED_BOX, TEXT_CONFIDENCE, Detections, Event, EventKind, Frame, Tracks
 from detectors.base import Detector, build as build_detector
 from events.defects import DefectWatch
+from events.observers import LineDrawing, TrackObserver, ZoneDrawing
 from events.zones import LineCounter, ZoneCounter
 from stream.overlay import LineDraw, OverlayScene, StatusInfo, ZoneDraw
 from trackers.tracker import Tracker
@@ -221,30 +222,33 @@ class Analyzer:
             snap = snapshot_jpeg(frame.image, ev.box, ev.label)
         self.emit(ev, snap)
 
+    @property
+    def observers(self) -> list[TrackObserver]:
+        """Lines, zones and the defect watch, in that order (events.observers.TrackObserver)."""
+        return [*self.lines, *self.zones, *([self.defects] if self.defects is not None else [])]
+
     def observe(self, frame: Frame, tracks: Tracks) -> None:
         """Zones, lines and the defect watch, once per displayed frame (not for late
         detector updates)."""
         self._frame_size = (frame.width, frame.height)
-        if not (self.lines or self.zones or self.defects):
+        observers = self.observers
+        if not observers:
             return
-        size = self._frame_size
+        snapshots = self.snapshots and self.emit is not None
         with self._lock:
-            for counter in (*self.lines, *self.zones):
-                for ev in counter.update(tracks, size, self.class_names, wall_ts=frame.wall_ts):
-                    self._send(ev, frame)
-            if self.defects is not None:
-                for ev, snap in self.defects.update(frame, tracks):
+            for ob in observers:
+                for ev, snap in ob.observe(frame, tracks, self.class_names, snapshots=snapshots):
                     if self.emit is not None:
-                        self.emit(ev, snap if self.snapshots else None)
+                        self.emit(ev, snap)
 
     def finish(self) -> None:
         """End of stream: judge parts still waiting for a learned reference."""
-        if self.defects is None:
-            return
+        snapshots = self.snapshots and self.emit is not None
         with self._lock:
-            for ev, snap in self.defects.flush():
-                if self.emit is not None:
-                    self.emit(ev, snap if self.snapshots else None)
+            for ob in self.observers:
+                for ev, snap in ob.flush(snapshots=snapshots):
+                    if self.emit is not None:
+                        self.emit(ev, snap)
 
     def trails(self) -> dict[int, np.ndarray]:
         with self._lock:
@@ -259,43 +263,26 @@ class Analyzer:
                             zones=tuple(self.zone_draws()), lines=tuple(self.line_draws()),
                             coasting=self.coasting(tracks), status=status, banner=banner)
 
-    def zone_draws(self) -> list[ZoneDraw]:
-        if not self.zones or self._frame_size is None:
+    def _drawings(self) -> list[Any]:
+        size = self._frame_size
+        if size is None:
             return []
-        return [ZoneDraw(z.name, z.polygon_px(self._frame_size).astype(np.int32), z.occupancy())
-                for z in self.zones]
+        return [d for d in (ob.drawing(size) for ob in self.observers) if d is not None]
+
+    def zone_draws(self) -> list[ZoneDraw]:
+        return [ZoneDraw(d.name, d.polygon, d.counts, color=d.color)
+                for d in self._drawings() if isinstance(d, ZoneDrawing)]
 
     def line_draws(self) -> list[LineDraw]:
-        if self._frame_size is None or not (self.lines or self.defects):
-            return []
-        out = []
-        for ln in self.lines:
-            p1, p2 = ln.pixel_points(self._frame_size)
-            c = ln.counts()
-            out.append(LineDraw(ln.name, p1, p2, c["in"], c["out"], in_side=ln.in_side))
-        if self.defects is not None and self._frame_size is not None:
-            pts = self.defects.line_px(*self._frame_size)
-            c = self.defects.counters()
-            out.append(LineDraw("inspection", (int(pts[0][0]), int(pts[0][1])),
-                                (int(pts[1][0]), int(pts[1][1])), color=(0, 200, 255), arrow=False,
-                                text=f"inspection: {c['parts']} parts, {c['pass']} pass, {c['defect']} defect"))
-        return out
+        return [LineDraw(d.name, d.p1, d.p2, d.count_in, d.count_out, in_side=d.in_side,
+                         color=d.color, text=d.text, arrow=d.arrow)
+                for d in self._drawings() if isinstance(d, LineDrawing)]
 
     def counters(self) -> dict[str, Any]:
         out: dict[str, Any] = {"detections": self.detections_total,
                                "confirmed_tracks": self.confirmed_tracks}
-        for ln in self.lines:
-            c = ln.counts()
-            out[f"line {ln.name} in"] = c["in"]
-            out[f"line {ln.name} out"] = c["out"]
-        for z in self.zones:
-            c = z.counts()
-            out[f"zone {z.name} entries"] = c["entries"]
-            out[f"zone {z.name} now"] = sum(c["occupancy"].values())
-        if self.defects is not None:
-            c = self.defects.counters()
-            out.update({"parts": c["parts"], "pass": c["pass"], "defect": c["defect"],
-                        "defect_rate": c["defect_rate"], "labels_read": c["labels_read"]})
+        for ob in self.observers:
+            out.update(ob.camera_counters())
         return out
 
     def counters_detail(self) -> dict[str, Any]:

@@ -250,3 +250,63 @@ def test_takes_its_config_section():
     d = DefectWatch("cam", line=[[0.25, 0.0], [0.25, 1.0]])
     np.testing.assert_allclose(d.line_px(400, 200), [[100, 0], [100, 200]])
     np.testing.assert_allclose(DefectWatch("cam", line_x=30, normalized=False).line_px(400, 200)[0], [30, 0])
+
+
+# ------------------------------------------------------------------ observer and public view
+def test_watch_is_a_track_observer():
+    from events.observers import LineDrawing, TrackObserver
+    w = DefectWatch("cam", ocr=False, learn_parts=2)
+    assert isinstance(w, TrackObserver)
+    line = Line(w)
+    line.part(part_image(1))
+    evs = []
+    for cx in (W / 2 - 20, W / 2 + 6):   # the second part through observe(), no snapshots
+        f, box = frame_with(part_image(2), cx, 50)
+        evs += w.observe(f, tracks(99, box), None, snapshots=False)
+    assert [e.data["verdict"] for e in verdict_events(evs)] == [PASS, PASS]
+    assert all(snap is None for _, snap in evs)
+    assert w.camera_counters() == {"parts": 2, "pass": 2, "defect": 0, "defect_rate": 0.0, "labels_read": 0}
+    d = w.drawing((W, H))
+    assert isinstance(d, LineDrawing) and d.p1 == (W // 2, 0) and d.p2 == (W // 2, H) and not d.arrow
+    assert d.text == "inspection: 2 parts, 2 pass, 0 defect"
+    w.close()
+    w.close()
+    assert verdict_events(line.part(part_image(3)))[0].data["verdict"] == PASS   # still works
+
+
+def test_read_only_view_for_evaluators():
+    w = DefectWatch("cam", ocr=False, learn_parts=2)
+    assert w.frame_size is None and w.crossings == () and w.verdicts == ()
+    line = Line(w)
+    for k in range(3):
+        line.part(part_image(k))
+    assert w.frame_size == (W, H)
+    assert [c.part for c in w.crossings] == [1, 2, 3]
+    assert [c.part for c in w.crossings_after(1)] == [2, 3] and w.crossings_after(3) == []
+    assert isinstance(w.verdicts, tuple) and len(w.references) == 1 and len(w.judge_ms) >= 3
+    with pytest.raises(AttributeError):
+        w.verdicts = ()
+
+
+def test_conveyor_evaluator_on_scripted_truth():
+    """The evaluator scores through the watch's public view only: two good parts, one
+    scratched, each crossing matched to its true box."""
+    from types import SimpleNamespace
+
+    from events.defects import ConveyorEvaluator
+    w = DefectWatch("cam", ocr=False, learn_parts=2)
+    ev = ConveyorEvaluator(w, skip_frames=0)
+    seq = 0
+    for tid, sprite, bad in ((1, part_image(1), False), (2, part_image(2), False),
+                             (3, part_image(3, scratch=True), True)):
+        for cx in (W / 2 - 20, W / 2 + 6):
+            f, box = frame_with(sprite, cx, seq)
+            w.update(f, tracks(tid, box))
+            ev.observe(seq, SimpleNamespace(boxes=[box], ids=[10 + tid], defect=[bad], labels=["x"]),
+                       (W, H))
+            seq += 1
+    w.flush()
+    s = ev.summary()
+    assert (s["parts"], s["parts_true"], s["count_exact"]) == (3, 3, True)
+    assert (s["tp"], s["fp"], s["fn"], s["tn"]) == (1, 0, 0, 2)
+    assert s["references"] == 1 and ev.match == {1: 11, 2: 12, 3: 13}

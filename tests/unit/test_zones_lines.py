@@ -262,3 +262,86 @@ def test_zone_class_filter_and_normalized():
     assert z.occupancy() == {"car": 1}
     with pytest.raises(ValueError):
         ZoneCounter("bad", [[0, 0], [1, 1]])
+
+
+# ---------------------------------------------------------------- one side convention
+def test_line_geometry_is_the_one_side_convention_of_counters_and_defect_watch():
+    """LineCounter and the defect watch's inspection line measure sides with the same
+    function: for any directed line and point they agree on which side it is, and a move that
+    LineCounter counts "in" is the move the watch counts a part on."""
+    from events.defects import DefectWatch
+    from events.zones import Line, line_geometry
+
+    rng = np.random.default_rng(5)
+    size = (640, 480)
+    for _ in range(50):
+        p = rng.uniform(0.05, 0.95, (2, 2))
+        if np.allclose(p[0], p[1], atol=0.02):
+            continue
+        xy = rng.uniform(0, 1, (40, 2)) * size
+        lc = LineCounter("l", p, normalized=True, camera="c")
+        dw = DefectWatch("c", line=p.tolist(), ocr=False)
+        s_lc, t_lc = lc.geometry(xy, size)
+        s_dw, t_dw = dw.line.geometry(xy, size)
+        np.testing.assert_array_equal(np.sign(s_lc), np.sign(s_dw))
+        np.testing.assert_allclose(t_lc, t_dw)
+        s, _ = line_geometry(Line(p, True).pixels(size), xy)
+        np.testing.assert_array_equal(s, s_lc)
+    # the default inspection line (x = 0.5, drawn top to bottom): screen-right is the
+    # positive ("in") side, as for a counting line drawn the same way
+    dw = DefectWatch("c", ocr=False)
+    lc = LineCounter("v", [[0.5, 0.0], [0.5, 1.0]], normalized=True, camera="c")
+    pts = np.array([[400.0, 240.0], [200.0, 240.0]])
+    assert list(np.sign(dw.line.geometry(pts, size)[0])) == [1, -1]
+    assert list(np.sign(lc.geometry(pts, size)[0])) == [1, -1]
+
+
+def test_a_left_to_right_move_is_in_for_the_counter_and_a_part_for_the_watch():
+    from core.types import Frame
+    from events.defects import DefectWatch
+
+    lc = LineCounter("v", [[0.5, 0.0], [0.5, 1.0]], normalized=True, camera="c", anchor="center",
+                     hysteresis_px=0, confirm_frames=1)
+    dw = DefectWatch("c", ocr=False, snapshot=False)
+    img = np.zeros((240, 480, 3), np.uint8)
+    for direction, xs in (("in", range(150, 340, 20)), ("out", range(340, 150, -20))):
+        tid = 1 if direction == "in" else 2
+        got, parts0 = [], dw.counters()["parts"]
+        for k, x in enumerate(xs):
+            tr = Tracks(np.array([[x - 40, 80, x + 40, 160]], np.float32), [tid], [0], [1.0], [5], [0],
+                        frame_seq=k, ts=k * 0.04)
+            f = Frame(img, k + 100 * tid, k * 0.04)
+            got += [e.data["direction"] for e, _ in lc.observe(f, tr, CLASSES, snapshots=False)]
+            dw.update(f, tr)
+        assert got == [direction]
+        assert dw.counters()["parts"] - parts0 == (1 if direction == "in" else 0)
+
+
+# ---------------------------------------------------------------- the observer protocol
+def test_lines_and_zones_are_track_observers_with_snapshots_counters_and_drawings():
+    from core.types import Frame
+    from events.observers import LineDrawing, TrackObserver, ZoneDrawing
+
+    lc = line(confirm_frames=1)
+    zc = ZoneCounter("room", [[0, 0], [400, 0], [400, 150], [0, 150]], camera="cam1", confirm_frames=1)
+    assert isinstance(lc, TrackObserver) and isinstance(zc, TrackObserver)
+    img = np.zeros((400, 400, 3), np.uint8)
+    seen = []
+    for k, y in enumerate(range(260, 100, -20)):
+        f = Frame(img, k, 100.0 + k * 0.1, wall_ts=1e9 + k)
+        tr = tracks_at({1: (200.0, float(y), "person")}, k, f.ts)
+        for ob in (lc, zc):
+            seen += [(e.kind, snap is not None) for e, snap in ob.observe(f, tr, CLASSES)]
+    assert (EventKind.LINE_CROSSED, True) in seen and (EventKind.ZONE_ENTER, True) in seen
+    f = Frame(img, 99, 200.0)
+    quiet = lc.observe(f, tracks_at({5: (150.0, 260.0, "car")}, 99, 200.0), CLASSES, snapshots=False)
+    assert quiet == []
+    assert lc.camera_counters() == {"line door in": 1, "line door out": 0}
+    assert zc.camera_counters() == {"zone room entries": 1, "zone room now": 1}
+    d = lc.drawing(FRAME)
+    assert isinstance(d, LineDrawing) and (d.p1, d.p2, d.count_in, d.in_side) == ((100, 200), (300, 200), 1, -1)
+    z = zc.drawing(FRAME)
+    assert isinstance(z, ZoneDrawing) and z.polygon.dtype == np.int32 and z.counts == {"person": 1}
+    assert lc.flush() == [] and zc.flush() == []
+    lc.close()
+    zc.close()
