@@ -5,9 +5,17 @@ core/config.py, the only place its parameters and bounds are declared), optional
 with keyword overrides validated by that same model; `detect(frame)` must never
 raise on an empty, tiny, grayscale, huge or non-contiguous image: it returns a
 (possibly empty) `Detections` instead.
+
+`close()` releases what the detector holds (ONNX Runtime sessions, OpenCV cascades and
+networks, OCR thread pools and Tesseract APIs). It is idempotent, and a closed detector stays
+safe to call: `detect()` after `close()` returns an empty `Detections` for that frame (with
+its seq/ts) instead of raising, because a thread that outlived its join timeout may still
+hand it one last frame. The owner closes it after the threads using it have stopped
+(stream.analyzer.Analyzer.close, called by CameraPipeline.stop and process).
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 from typing import Any, Callable, Mapping, Protocol, TypeVar, runtime_checkable
@@ -41,6 +49,8 @@ class Detector(Protocol):
     class_names: list[str]
 
     def detect(self, frame: Frame | np.ndarray) -> Detections: ...
+
+    def close(self) -> None: ...
 
 
 # name -> "module:Class"; imported lazily so that importing detectors/ has no side effects
@@ -109,6 +119,29 @@ def frame_meta(image: np.ndarray | Frame) -> tuple[int, float]:
     return -1, float("nan")
 
 
+D = TypeVar("D")
+
+
+def closed_guard(detect: Callable[[D, Any], Detections]) -> Callable[[D, Any], Detections]:
+    """Decorator for a detector's detect(): after `close()` (the instance's `_closed` is true)
+    it returns an empty Detections for the frame instead of running; an exception raised by
+    a frame that was in flight while another thread closed the detector also becomes an empty
+    result (its resources went away under it). Any other exception propagates as before."""
+
+    @functools.wraps(detect)
+    def guarded(self: D, frame: Any) -> Detections:
+        if getattr(self, "_closed", False):
+            return Detections.empty(*frame_meta(frame))
+        try:
+            return detect(self, frame)
+        except Exception:
+            if getattr(self, "_closed", False):
+                return Detections.empty(*frame_meta(frame))
+            raise
+
+    return guarded
+
+
 class NullDetector:
     """Finds nothing (for pipelines that only track or show the stream)."""
 
@@ -121,3 +154,6 @@ class NullDetector:
     def detect(self, frame: Frame | np.ndarray) -> Detections:
         seq, ts = frame_meta(frame)
         return Detections.empty(seq, ts)
+
+    def close(self) -> None:
+        """Nothing to release."""

@@ -27,7 +27,7 @@ import numpy as np
 from core.boxes import clip_xyxy
 from core.config import HaarConfig
 from core.types import Detections, Frame
-from detectors.base import DetectorError, as_bgr, config_section, frame_meta, log
+from detectors.base import DetectorError, as_bgr, closed_guard, config_section, frame_meta, log
 from detectors.nms import nms
 
 __all__ = ["HaarDetector", "cascade_names", "resolve_cascade"]
@@ -108,6 +108,7 @@ class HaarDetector:
     """
 
     name = "haar"
+    _closed = False
 
     def __init__(self, cfg: HaarConfig | None = None, /, **overrides: Any) -> None:
         self.cfg = c = config_section(HaarConfig, cfg, overrides, "haar")
@@ -142,6 +143,7 @@ class HaarDetector:
         r[:, 2:] += r[:, :2]
         return r, self._scores(v, self.cfg.scale_factor, min_neighbors)
 
+    @closed_guard
     def detect(self, frame: Frame | np.ndarray) -> Detections:
         seq, ts = frame_meta(frame)
         img = as_bgr(frame)
@@ -152,6 +154,11 @@ class HaarDetector:
         except cv2.error as e:  # odd sizes the cascade cannot handle: log, find nothing
             log.warning("haar: detect failed on frame %s %s: %s", seq, img.shape, e)
             return Detections.empty(seq, ts)
+
+    def close(self) -> None:
+        """Release the cascades (idempotent; detect() then finds nothing)."""
+        self._closed = True
+        self._clf = self._nested = None
 
     def _detect(self, img: np.ndarray, seq: int, ts: float) -> Detections:
         h, w = img.shape[:2]

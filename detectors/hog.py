@@ -28,7 +28,7 @@ import numpy as np
 from core.boxes import clip_xyxy
 from core.config import HogConfig
 from core.types import Detections, Frame
-from detectors.base import as_bgr, config_section, frame_meta, log
+from detectors.base import as_bgr, closed_guard, config_section, frame_meta, log
 from detectors.nms import nms
 
 __all__ = ["HogDetector", "tighten_boxes"]
@@ -60,6 +60,7 @@ class HogDetector:
 
     name = "hog"
     class_names = ["person"]
+    _closed = False
 
     def __init__(self, cfg: HogConfig | None = None, /, **overrides: Any) -> None:
         self.cfg = c = config_section(HogConfig, cfg, overrides, "hog")
@@ -92,6 +93,7 @@ class HogDetector:
         sx, sy = img.shape[1] / w, img.shape[0] / h
         return r / np.array([sx, sy, sx, sy]), m
 
+    @closed_guard
     def detect(self, frame: Frame | np.ndarray) -> Detections:
         seq, ts = frame_meta(frame)
         img = as_bgr(frame)
@@ -113,6 +115,11 @@ class HogDetector:
         boxes = clip_xyxy(boxes[keep], w, h)
         return Detections(boxes, score[keep], np.zeros(len(keep), np.int32),
                           label=["person"] * len(keep), frame_seq=seq, ts=ts)
+
+    def close(self) -> None:
+        """Release the HOG descriptor (idempotent; detect() then finds nothing)."""
+        self._closed = True
+        self._hog = None
 
     def __repr__(self) -> str:
         return f"HogDetector(upscale={self.cfg.upscale}, scale={self.cfg.scale}, tighten={self.cfg.tighten})"

@@ -26,7 +26,7 @@ from core.boxes import area as box_area
 from core.boxes import clip_xyxy
 from core.config import MotionConfig
 from core.types import Detections, Frame
-from detectors.base import Detector, DetectorError, as_bgr, config_section, frame_meta, log
+from detectors.base import Detector, DetectorError, as_bgr, closed_guard, config_section, frame_meta, log
 
 __all__ = ["MotionDetector", "GatedDetector"]
 
@@ -53,6 +53,7 @@ class MotionDetector:
 
     name = "motion"
     class_names = ["motion"]
+    _closed = False
 
     def __init__(self, cfg: MotionConfig | None = None, /, **overrides: Any) -> None:
         self.cfg = c = config_section(MotionConfig, cfg, overrides, "motion")
@@ -150,8 +151,9 @@ class MotionDetector:
         boxes = np.array([[s[1].start, s[0].start, s[1].stop, s[0].stop] for s in sl], np.float64)
         return boxes, counts[present].astype(np.float64)
 
+    @closed_guard
     def update(self, frame: Frame | np.ndarray) -> Detections:
-        """Feed one frame; returns its motion boxes (empty during warm-up)."""
+        """Feed one frame; returns its motion boxes (empty during warm-up, and after close())."""
         seq, ts = frame_meta(frame)
         img = as_bgr(frame)
         if img is None:
@@ -185,6 +187,13 @@ class MotionDetector:
 
     detect = update
 
+    def close(self) -> None:
+        """Drop the background model and the last mask (idempotent; update()/detect() then
+        find nothing)."""
+        self._closed = True
+        self._bg = None
+        self.last_mask = None
+
     def has_motion(self, frame: Frame | np.ndarray) -> bool:
         """Feed one frame and say whether any motion box was found (False during warm-up)."""
         return len(self.update(frame)) > 0
@@ -208,7 +217,10 @@ class GatedDetector:
     shifts its boxes back. While the gate is still warming up it cannot tell motion
     from background, so the inner detector runs on the whole frame (fail open).
     Counters: `inner_runs`, `skipped` (frames with no motion, inner not run).
+    close() closes both the gate and the inner detector.
     """
+
+    _closed = False
 
     def __init__(self, inner: Detector, gate: MotionDetector, mode: str = "frame",
                  pad: int = 32, min_region: int = 128) -> None:
@@ -244,6 +256,7 @@ class GatedDetector:
         (a, c), (b_, d) = out
         return a, b_, c, d
 
+    @closed_guard
     def detect(self, frame: Frame | np.ndarray) -> Detections:
         seq, ts = frame_meta(frame)
         img = as_bgr(frame)
@@ -268,6 +281,14 @@ class GatedDetector:
             return Detections.empty(seq, ts)
         shifted = dets.xyxy + np.array([x1, y1, x1, y1], np.float32)
         return Detections(shifted, dets.score, dets.class_id, dets.label, dets.text, seq, ts)
+
+    def close(self) -> None:
+        """Close the gate and the inner detector (idempotent)."""
+        self._closed = True
+        self.gate.close()
+        close = getattr(self.inner, "close", None)
+        if close is not None:
+            close()
 
     def __repr__(self) -> str:
         return f"GatedDetector({self.inner!r}, mode={self.mode!r}, pad={self.pad})"

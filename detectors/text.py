@@ -380,6 +380,8 @@ class TextDetector:
     # -- Detector protocol ------------------------------------------------------------------
     def detect(self, frame: Frame | np.ndarray) -> Detections:
         seq, ts = frame_meta(frame)
+        if self._closed:  # close() released the session and the OCR: no rows
+            return _no_text(seq, ts)
         try:
             img = as_bgr(frame)
             if img is None:
@@ -431,10 +433,16 @@ class TextDetector:
             return [(None, 0.0)] * n
         return [(r.text, r.confidence) for r in self._reader.read(img, b)]
 
+    _closed = False  # set by close()
+
     def close(self) -> None:
-        """Stop the OCR worker threads (if any) and release the Tesseract APIs."""
+        """Stop the OCR worker threads (if any), release the Tesseract APIs and the box
+        detector (ONNX Runtime session / OpenCV network). Idempotent; detect() afterwards
+        returns no rows."""
         with self._lock:
+            self._closed = True
             pool, self._pool = self._pool, None
+            self._sess = self._net = None
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
         if self._reader is not None:

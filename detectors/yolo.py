@@ -20,7 +20,8 @@ import numpy as np
 from core.boxes import clip_xyxy
 from core.config import YoloConfig
 from core.types import Detections, Frame
-from detectors.base import DetectorError, as_bgr, choose_providers, config_section, frame_meta
+from detectors.base import (DetectorError, as_bgr, choose_providers, closed_guard, config_section,
+                            frame_meta)
 from detectors.darknet import FORMAT_VERSION, ensure_onnx, how_to_get
 from detectors.nms import batched_nms
 
@@ -69,6 +70,7 @@ class YoloDetector:
     """
 
     name = "yolo"
+    _closed = False
 
     def __init__(self, cfg: YoloConfig | None = None, /, **overrides: Any) -> None:
         self.cfg = c = config_section(YoloConfig, cfg, overrides, "yolo")
@@ -186,7 +188,10 @@ class YoloDetector:
 
     def raw(self, blob: np.ndarray) -> list[np.ndarray]:
         """Raw head outputs for an input blob (what cv2.dnn's pre-yolo conv layers give)."""
-        return self.session.run(self.output_names, {self.input_name: blob})
+        session = self.session
+        if session is None:
+            raise DetectorError("yolo: the detector is closed")
+        return session.run(self.output_names, {self.input_name: blob})
 
     def decode(self, outputs: Sequence[np.ndarray], in_w: int, in_h: int
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -241,6 +246,7 @@ class YoloDetector:
         labels = [self.class_names[c] for c in cls.tolist()]
         return Detections(xyxy, score, cls, label=labels, frame_seq=seq, ts=ts)
 
+    @closed_guard
     def detect(self, frame: Frame | np.ndarray) -> Detections:
         seq, ts = frame_meta(frame)
         img = as_bgr(frame)
@@ -248,6 +254,12 @@ class YoloDetector:
             return Detections.empty(seq, ts)
         blob, tf = self.preprocess(img)
         return self.postprocess(self.raw(blob), tf, seq, ts)
+
+    def close(self) -> None:
+        """Release the ONNX Runtime session (idempotent; detect() then finds nothing, raw()
+        raises DetectorError)."""
+        self._closed = True
+        self.session = None
 
     def __repr__(self) -> str:
         return (f"YoloDetector(model={self.model_path.name!r}, input_size={self.cfg.input_size}, "

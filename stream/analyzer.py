@@ -250,6 +250,19 @@ class Analyzer:
                     if self.emit is not None:
                         self.emit(ev, snap)
 
+    def close(self) -> None:
+        """Release the observers' and the detector's resources (the defect watch's Tesseract
+        API; ONNX sessions, OCR thread pools). Idempotent; call it once the threads using
+        this analyzer have stopped (a closed detector returns empty Detections)."""
+        for part in (*self.observers, self.detector):
+            close = getattr(part, "close", None)
+            if close is None:
+                continue
+            try:
+                close()
+            except Exception:  # noqa: BLE001 - one failing close never stops the others
+                log.exception("[%s] closing %r failed", self.camera, part)
+
     def trails(self) -> dict[int, np.ndarray]:
         with self._lock:
             return self.tracker.trails()

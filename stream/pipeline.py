@@ -113,6 +113,7 @@ class CameraPipeline:
         for t in self._threads:
             t.join(max(0.05, deadline - time.monotonic()))
             ok = ok and not t.is_alive()
+        self.analyzer.close()  # after the joins: detector sessions, OCR pools, Tesseract
         return ok
 
     # ------------------------------------------------------------ events

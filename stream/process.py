@@ -202,6 +202,7 @@ def run(args: ProcessOptions) -> dict[str, Any]:
         src.close()
         if writer is not None:
             writer.close()
+        analyzer.close()
     elapsed = time.perf_counter() - t_start
     stage_s["detect"] = detection.detect_s  # only frames the detector ran on
     if args.tracks:

@@ -147,3 +147,159 @@ def test_built_from_its_config_section(name: str) -> None:
 def test_unknown_detector_name_lists_known() -> None:
     with pytest.raises(base.DetectorError, match="haar"):
         base.build("no-such-detector")
+
+
+# ------------------------------------------------------------------ close()
+def _fresh(name: str, **extra: Any) -> Any:
+    """A new instance (close() must not spoil the module's shared one)."""
+    if name in ASSETS:
+        files, reason = ASSETS[name]
+        require(any(f.is_file() for f in files), reason)
+    return base.build(name, {**TEST_PARAMS.get(name, {}), **extra})
+
+
+def _released(det: Any) -> list[str]:
+    """Names of the heavy resources a closed detector still holds (should be none)."""
+    held = [a for a in ("session", "_sess", "_net", "_pool", "_clf", "_nested", "_hog", "_bg")
+            if getattr(det, a, None) is not None]
+    return held
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("name", base.names())
+def test_close_releases_is_idempotent_and_detect_after_close_finds_nothing(name: str) -> None:
+    """close() is part of the protocol: it releases the detector's sessions, cascades, pools
+    and models, a second close() is harmless, and detect() on a closed detector returns an
+    empty Detections for that frame (seq/ts kept) for every input, never raising."""
+    det = _fresh(name)
+    frame = INPUTS["frame"]()
+    _check(det.detect(frame), frame.image, frame.seq, frame.ts, list(det.class_names))
+    det.close()
+    assert _released(det) == []
+    det.close()
+    for input_name in ("frame", "black", "empty", "gray2d"):
+        item = INPUTS[input_name]()
+        out = det.detect(item)
+        seq, ts = (item.seq, item.ts) if isinstance(item, Frame) else (-1, float("nan"))
+        _check(out, None, seq, ts, list(det.class_names))
+        assert len(out) == 0, (name, input_name)
+    assert isinstance(det, base.Detector)
+
+
+def test_gated_detector_closes_gate_and_inner() -> None:
+    from detectors.motion import GatedDetector, MotionDetector
+
+    inner, gate = _fresh("hog"), MotionDetector(warmup_frames=0)
+    g = GatedDetector(inner, gate)
+    g.detect(INPUTS["frame"]())
+    g.close()
+    g.close()
+    assert inner._closed and gate._closed and _released(inner) == [] and _released(gate) == []
+    out = g.detect(INPUTS["frame"]())
+    assert len(out) == 0 and out.frame_seq == 7
+
+
+def _text_page() -> np.ndarray:
+    import cv2
+
+    img = np.full((360, 640, 3), 255, np.uint8)
+    for k in range(6):
+        cv2.putText(img, f"LINE {k} SN 00{k}4", (20, 50 + 50 * k), cv2.FONT_HERSHEY_SIMPLEX, 1.2,
+                    (0, 0, 0), 2, cv2.LINE_AA)
+    return img
+
+
+@pytest.mark.timeout(60)
+def test_text_detector_close_stops_its_ocr_threads() -> None:
+    """The bug close() fixes: the OCR thread pool (ocr_workers > 1) outlived the detector."""
+    import threading
+
+    det = _fresh("text", ocr_workers=2)
+    out = det.detect(_text_page())
+    assert len(out) >= 2
+    assert any(t.name.startswith("vigil-ocr") for t in threading.enumerate())
+    det.close()
+    assert not any(t.name.startswith("vigil-ocr") for t in threading.enumerate())
+    assert len(det.detect(_text_page())) == 0
+
+
+def test_closed_guard_turns_a_frame_caught_by_close_into_an_empty_result() -> None:
+    """A frame in flight when another thread closes the detector (its session went away under
+    it) comes back empty; an exception of an open detector still propagates."""
+
+    class Racy:
+        name, class_names, _closed = "racy", [], False
+
+        @base.closed_guard
+        def detect(self, frame):
+            if frame.seq == 1:
+                self._closed = True      # close() ran while this frame was being detected
+            raise RuntimeError("session is gone")
+
+    det = Racy()
+    with pytest.raises(RuntimeError):
+        det.detect(Frame(np.zeros((4, 4, 3), np.uint8), seq=0, ts=0.0))
+    out = det.detect(Frame(np.zeros((4, 4, 3), np.uint8), seq=1, ts=2.0))
+    assert len(out) == 0 and out.frame_seq == 1 and out.ts == 2.0
+
+
+# ------------------------------------------------------------------ who calls close()
+class _Spy:
+    """A detector that finds nothing and counts its close() calls."""
+
+    name = "spy"
+    class_names: list[str] = []
+
+    def __init__(self) -> None:
+        self.closed = 0
+
+    def detect(self, frame: Any) -> Detections:
+        return Detections.empty(*base.frame_meta(frame))
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def _camera_cfg(tmp_path: Path, **cam: Any) -> Any:
+    from core.config import parse_config
+    return parse_config({"server": {"port": 0}, "paths": {"data": str(tmp_path)},
+                         "cameras": [{"name": "c", "source": "synthetic:conveyor", "detector": "none",
+                                      **cam}]})
+
+
+def test_analyzer_close_closes_detector_and_observers(tmp_path: Path) -> None:
+    from stream.analyzer import build_analyzer
+    cfg = _camera_cfg(tmp_path, defect_watch={"line_x": 0.5})
+    spy = _Spy()
+    an = build_analyzer(cfg.cameras[0], cfg, detector=spy)
+    closed = []
+    an.defects.close = lambda: closed.append("watch")  # type: ignore[method-assign]
+    an.close()
+    assert spy.closed == 1 and closed == ["watch"]
+    an.close()                      # a second close() is safe (the detector's is idempotent)
+    assert spy.closed == 2
+
+
+@pytest.mark.timeout(30)
+def test_pipeline_stop_closes_the_detector_after_joining(tmp_path: Path) -> None:
+    import time
+
+    from stream.pipeline import CameraPipeline
+    cfg = _camera_cfg(tmp_path)
+    spy = _Spy()
+    pipe = CameraPipeline(cfg.cameras[0], cfg, detector=spy).start()
+    time.sleep(0.3)
+    assert spy.closed == 0
+    assert pipe.stop(timeout=3.0)
+    assert spy.closed == 1
+    assert not any(t.is_alive() for t in pipe._threads)
+
+
+def test_process_run_closes_the_analyzer(monkeypatch: pytest.MonkeyPatch) -> None:
+    from stream import analyzer as analyzer_mod
+    from stream.process import ProcessOptions, run
+    calls = []
+    real = analyzer_mod.Analyzer.close
+    monkeypatch.setattr(analyzer_mod.Analyzer, "close", lambda self: (calls.append(self), real(self)))
+    out = run(ProcessOptions(input="synthetic:crossing", detector="none", max_frames=5, progress=False))
+    assert out["frames"] == 5 and len(calls) == 1
