@@ -60,6 +60,10 @@ class ServerConfig(Section):
     threads: int = Field(48, ge=4, le=1024, description="WSGI worker threads; each open MJPEG viewer holds one")
     jpeg_quality: int = Field(80, ge=10, le=100)
     stream_timeout_s: float = Field(1.0, gt=0, le=30, description="viewer wait before a keepalive check")
+    public_url: Optional[str] = Field(
+        None, pattern=r"^https?://[^\s/]+(/[^\s]*)?$", max_length=512,
+        description="base URL readers reach this server at (e.g. behind a proxy): event snapshot "
+                    "and clip links in the API, SSE and webhooks become absolute")
 
     @field_validator("host")
     @classmethod

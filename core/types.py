@@ -506,6 +506,7 @@ class Event:
     data: Mapping[str, Any] = field(default_factory=dict)
     frame_seq: int | None = None
     id: int | None = None  # assigned by the store
+    snapshot_url: str | None = None  # where its stored snapshot is served (set by the runtime)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", EventKind(self.kind))
@@ -524,7 +525,7 @@ class Event:
             "id": self.id, "kind": self.kind.value, "camera": self.camera, "ts": self.ts,
             "track_id": self.track_id, "label": self.label,
             "box": list(self.box) if self.box else None, "data": dict(self.data),
-            "frame_seq": self.frame_seq,
+            "frame_seq": self.frame_seq, "snapshot_url": self.snapshot_url,
         }
 
 

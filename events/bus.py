@@ -8,7 +8,7 @@ import dataclasses
 import logging
 import threading
 import time
-from typing import Optional, Protocol
+from typing import Callable, Optional, Protocol
 
 from core.types import Event
 
@@ -22,7 +22,12 @@ class Sink(Protocol):
 class EventBus:
     """publish() is O(1) and never blocks on I/O: sinks must queue internally."""
 
-    def __init__(self, ring_size: int = 2000, start_id: int = 0) -> None:
+    def __init__(self, ring_size: int = 2000, start_id: int = 0,
+                 links: Callable[[Event, bool], Event] | None = None) -> None:
+        """links(event, has_snapshot) -> event: fills in the URLs a reader follows (snapshot,
+        clip), once, before any sink or reader sees the event, so API, SSE and webhooks
+        carry the same payload."""
+        self._links = links
         self._cond = threading.Condition()
         self._ring: collections.deque[Event] = collections.deque(maxlen=ring_size)
         self._next_id = start_id + 1
@@ -39,6 +44,8 @@ class EventBus:
         with self._cond:
             ev = dataclasses.replace(event, id=self._next_id)
             self._next_id += 1
+            if self._links is not None:
+                ev = self._links(ev, snapshot is not None)
             self._ring.append(ev)
             self.published += 1
             self.by_kind[ev.kind.value] += 1

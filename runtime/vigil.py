@@ -10,6 +10,7 @@ works (is not FAILED). A failed camera is listed, and makes the answer `degraded
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -43,7 +44,7 @@ class Vigil:
                                         retention_mb=ev.retention_mb,
                                         snapshots_dir=(data / "snapshots") if ev.snapshots else None)
                 start_id = self.store.max_id()
-            bus = EventBus(start_id=start_id)
+            bus = EventBus(start_id=start_id, links=self._links)
             if self.store is not None:
                 bus.add_sink(self.store)
             for wh in cfg.events.webhooks:
@@ -75,6 +76,25 @@ class Vigil:
                 self.bus.publish(Event(EventKind.CAMERA_STATE, cam.name,
                                        data={"from": "CONNECTING", "to": "FAILED", "message": msg}))
         return self
+
+    def url(self, path: str) -> str:
+        """A path of the web API as readers should follow it (absolute with server.public_url)."""
+        base = (self.cfg.server.public_url or "").rstrip("/")
+        return base + path
+
+    def snapshot_url(self, event_id: int) -> str:
+        return self.url(f"/api/events/{event_id}/snapshot.jpg")
+
+    def _links(self, ev: Event, has_snapshot: bool) -> Event:
+        """The event's snapshot link (when the store keeps its snapshot) and an absolute clip
+        link: the same payload for the API, SSE and webhooks."""
+        changes: dict[str, Any] = {}
+        if has_snapshot and self.store is not None and self.store.snapshots_dir is not None:
+            changes["snapshot_url"] = self.snapshot_url(ev.id)
+        clip = ev.data.get("clip") if ev.data else None
+        if isinstance(clip, str) and clip.startswith("/") and self.cfg.server.public_url:
+            changes["data"] = {**ev.data, "clip": self.url(clip)}
+        return dataclasses.replace(ev, **changes) if changes else ev
 
     def camera_names(self) -> list[str]:
         return list(self.cameras)

@@ -262,7 +262,7 @@ def create_app(vigil: Vigil, stop_event: threading.Event | None = None) -> Flask
         else:
             rows = [e.to_dict() for e in vigil.bus.recent(**q)]
         for r in rows:
-            r["snapshot_url"] = f"/api/events/{r['id']}/snapshot.jpg" if r.get("snapshot") else None
+            r["snapshot_url"] = vigil.snapshot_url(r["id"]) if r.get("snapshot") else None
         return jsonify({"events": rows})
 
     @app.get("/api/events/<int:event_id>/snapshot.jpg")

@@ -110,9 +110,10 @@
     if (d.line) what += ` ${d.line} ${d.direction || ""}`;
     if (d.zone) what += ` ${d.zone}`;
     if (d.verdict) what += ` ${d.verdict}${d.serial ? " " + d.serial : ""}`;
-    const snap = SNAPSHOT_KINDS.has(ev.kind) && ev.box && ev.id
-      ? ` <a href="/api/events/${ev.id}/snapshot.jpg" target="_blank" rel="noopener">snapshot</a>` : "";
-    const clip = typeof d.clip === "string" && d.clip.startsWith("/api/clips/")
+    const snapUrl = ev.snapshot_url || (SNAPSHOT_KINDS.has(ev.kind) && ev.box && ev.id
+      ? `/api/events/${ev.id}/snapshot.jpg` : null);
+    const snap = snapUrl ? ` <a href="${esc(snapUrl)}" target="_blank" rel="noopener">snapshot</a>` : "";
+    const clip = typeof d.clip === "string" && /^(https?:\/\/[^/]+)?\/api\/clips\//.test(d.clip)
       ? ` <a href="${esc(d.clip)}" target="_blank" rel="noopener">clip</a>` : "";
     li.innerHTML = `<span class="t">${esc(t)}</span><span class="k">${esc(ev.kind)}</span>` +
       `<span class="c">${esc(ev.camera)}</span> ${esc(what)}${snap}${clip}`;
