@@ -5,7 +5,8 @@ File format (MOT15 2D): one row per box, `frame,id,x,y,w,h,conf,wx,wy,wz`, frame
 
 Scoring loads ground truth and tracker output through the same `motmetrics.io.loadtxt`
 (it shifts boxes by one pixel; doing it to both sides keeps IoU honest) and matches at
-IoU >= 0.5, as py-motmetrics' own MOTChallenge tests do.
+IoU >= 0.5, as py-motmetrics' own MOTChallenge tests do. HOTA / DetA / AssA / LocA
+(py-motmetrics has none) follow TrackEval's definition, see `hota()`.
 
 The command line is `python main.py eval-mot` (see main.py); `evaluate()` is what it runs.
 """
@@ -27,7 +28,7 @@ from core.types import Detections
 from trackers.tracker import Tracker
 
 __all__ = ["read_mot", "write_mot", "iter_frames", "run_on_mot", "score_files", "MotRun",
-           "evaluate", "seqinfo", "track_summary"]
+           "evaluate", "seqinfo", "track_summary", "hota"]
 
 
 # ---------------------------------------------------------------------------- files
@@ -191,7 +192,10 @@ def score_files(gt_path: str | os.PathLike, tracks_path: str | os.PathLike,
     s = mh.compute(acc, metrics=names, name="seq")
     v = {k: s[k].iloc[0] for k in names}
     ids = int(ts.index.get_level_values(1).nunique()) if len(ts) else 0
-    return {
+    g_rows = read_mot(gt_path)
+    g_rows = g_rows[g_rows[:, 6] >= 1]  # the same ground truth motmetrics scores (min_confidence=1)
+    h = hota(g_rows, read_mot(tracks_path))
+    return {**h,
         "mota": float(v["mota"]), "idf1": float(v["idf1"]), "motp_iou": float(1.0 - v["motp"]),
         "idp": float(v["idp"]), "idr": float(v["idr"]),
         "id_switches": int(v["num_switches"]), "fp": int(v["num_false_positives"]),
@@ -200,6 +204,82 @@ def score_files(gt_path: str | os.PathLike, tracks_path: str | os.PathLike,
         "recall": float(v["recall"]), "gt_boxes": int(v["num_objects"]),
         "gt_ids": int(v["num_unique_objects"]), "ids": ids, "boxes": int(len(ts)),
     }
+
+
+_HOTA_ALPHAS = np.arange(0.05, 0.99, 0.05)  # TrackEval's 19 localisation thresholds
+
+
+def _iou_xywh(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N, M) IoU of [x, y, w, h] boxes (TrackEval's box similarity)."""
+    ax2, ay2 = a[:, 0] + a[:, 2], a[:, 1] + a[:, 3]
+    bx2, by2 = b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]
+    iw = np.clip(np.minimum(ax2[:, None], bx2[None]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    ih = np.clip(np.minimum(ay2[:, None], by2[None]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    inter = iw * ih
+    union = (a[:, 2] * a[:, 3])[:, None] + (b[:, 2] * b[:, 3])[None] - inter
+    out = np.zeros_like(inter)
+    np.divide(inter, union, out=out, where=union > 0)
+    return out
+
+
+def hota(gt_rows: np.ndarray, tr_rows: np.ndarray) -> dict[str, float]:
+    """HOTA, DetA, AssA and LocA as TrackEval defines them (Luiten et al., IJCV 2020; TrackEval
+    `metrics/hota.py`): a global alignment score per (gt id, tracker id) pair from the summed
+    per-frame IoU-normalised similarities, a per-frame Hungarian matching that maximises
+    alignment x IoU, then for each alpha in 0.05..0.95 the matches with IoU >= alpha give
+    DetA = TP / (TP + FN + FP), AssA = mean over TPs of the pair's TPA / (TPA + FNA + FPA),
+    HOTA(alpha) = sqrt(DetA * AssA); the reported values are the means over the 19 alphas.
+    Rows are MOTChallenge [frame, id, x, y, w, h, ...] (no distractor preprocessing:
+    MOT15 2D ground truth has no classes)."""
+    from scipy.optimize import linear_sum_assignment
+
+    na = _HOTA_ALPHAS.size
+    if len(gt_rows) == 0 or len(tr_rows) == 0:
+        z = {"hota": 0.0, "deta": 0.0, "assa": 0.0, "loca": 1.0}
+        if len(gt_rows) == 0 and len(tr_rows) == 0:
+            z.update(hota=1.0, deta=1.0, assa=1.0)
+        return z
+    g_uid, g_id = np.unique(gt_rows[:, 1].astype(np.int64), return_inverse=True)
+    t_uid, t_id = np.unique(tr_rows[:, 1].astype(np.int64), return_inverse=True)
+    g_f, t_f = gt_rows[:, 0].astype(np.int64), tr_rows[:, 0].astype(np.int64)
+    frames = np.union1d(g_f, t_f)
+    per_frame = []
+    pot = np.zeros((g_uid.size, t_uid.size))
+    g_cnt = np.bincount(g_id, minlength=g_uid.size).astype(np.float64)[:, None]
+    t_cnt = np.bincount(t_id, minlength=t_uid.size).astype(np.float64)[None, :]
+    eps = np.finfo(float).eps
+    for f in frames:
+        gi, ti = np.flatnonzero(g_f == f), np.flatnonzero(t_f == f)
+        if gi.size == 0 or ti.size == 0:
+            continue
+        sim = _iou_xywh(gt_rows[gi, 2:6], tr_rows[ti, 2:6])
+        den = sim.sum(0)[None, :] + sim.sum(1)[:, None] - sim
+        sim_iou = np.zeros_like(sim)
+        m = den > eps
+        sim_iou[m] = sim[m] / den[m]
+        pot[np.ix_(g_id[gi], t_id[ti])] += sim_iou
+        per_frame.append((g_id[gi], t_id[ti], sim))
+    glob = pot / (g_cnt + t_cnt - pot)
+    tp = np.zeros(na)
+    loc = np.zeros(na)
+    mc = np.zeros((na, g_uid.size, t_uid.size))
+    for gids, tids, sim in per_frame:
+        score = glob[np.ix_(gids, tids)] * sim
+        r, c = linear_sum_assignment(-score)
+        for a, alpha in enumerate(_HOTA_ALPHAS):
+            ok = sim[r, c] >= alpha - eps
+            tp[a] += ok.sum()
+            loc[a] += sim[r[ok], c[ok]].sum()
+            np.add.at(mc[a], (gids[r[ok]], tids[c[ok]]), 1)
+    n_g, n_t = float(len(gt_rows)), float(len(tr_rows))
+    fn, fp = n_g - tp, n_t - tp
+    ass_a = mc / np.maximum(g_cnt[None] + t_cnt[None] - mc, 1)
+    assa = (mc * ass_a).sum(axis=(1, 2)) / np.maximum(1.0, tp)
+    deta = tp / np.maximum(1.0, tp + fn + fp)
+    h = np.sqrt(deta * assa)
+    loca = np.where(tp > 0, loc / np.maximum(tp, 1), 1.0)
+    return {"hota": float(h.mean()), "deta": float(deta.mean()), "assa": float(assa.mean()),
+            "loca": float(loca.mean())}
 
 
 def track_summary(rows: np.ndarray) -> dict[str, float]:

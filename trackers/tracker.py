@@ -6,7 +6,8 @@ ran on (also with no detections: that is how misses are counted), `predict(ts)` 
 frames in between (pure: it changes nothing), `reset()` to clear. Track ids are per instance.
 
 Life cycle of a track
-  tentative  born from an unmatched detection; not reported; dropped at its first miss;
+  tentative  born from an unmatched detection scoring at least `birth_score` (ByteTrack's
+             split: weaker ones only extend tracks); not reported; dropped at its first miss;
              confirmed after `min_hits` matched updates (at once during the first
              `warmup_frames` updates after start/reset: objects in view at start-up are real,
              and waiting for min_hits would hide them - worth ~2 MOTA points on MOT15).
@@ -225,6 +226,8 @@ class Tracker:
         # ---- births (re-identified or new)
         free = np.ones(nd, bool)
         free[cols] = False
+        if p.birth_score > 0:  # ByteTrack: low-score detections may extend tracks, not start them
+            free &= detections.score >= p.birth_score
         if free.any():
             self._births(np.flatnonzero(free), det_c, detections, det_hash, det_hv, ts)
             a = self._a

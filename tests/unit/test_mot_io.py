@@ -108,3 +108,41 @@ def test_undefined_metrics_are_null_not_nan(tmp_path):
     assert "NaN" not in r.stdout and "Infinity" not in r.stdout
     out = json.loads(r.stdout)
     assert out["mota"] is None and out["ids"] == 1
+
+
+# ---------------------------------------------------------------- HOTA (TrackEval's definition)
+def _rows(*r):
+    return np.asarray(r, dtype=np.float64)
+
+
+def test_hota_perfect_and_empty():
+    from trackers.mot import hota
+
+    gt = _rows([1, 1, 0, 0, 10, 10], [2, 1, 1, 0, 10, 10])
+    assert hota(gt, gt.copy()) == {"hota": 1.0, "deta": 1.0, "assa": 1.0, "loca": 1.0}
+    assert hota(gt, _rows().reshape(0, 6))["hota"] == 0.0
+
+
+def test_hota_hand_computed_id_switch():
+    """One person, two frames, tracked exactly but under id 7 then id 8: every alpha has
+    TP 2, FN = FP = 0 (DetA 1); each pair's association score is 1 / (2 + 1 - 1) = 0.5, so
+    AssA = (1 x 0.5 + 1 x 0.5) / 2 = 0.5 and HOTA = sqrt(0.5)."""
+    from trackers.mot import hota
+
+    gt = _rows([1, 1, 0, 0, 10, 10], [2, 1, 0, 0, 10, 10])
+    tr = _rows([1, 7, 0, 0, 10, 10], [2, 8, 0, 0, 10, 10])
+    h = hota(gt, tr)
+    assert h["deta"] == pytest.approx(1.0)
+    assert h["assa"] == pytest.approx(0.5)
+    assert h["hota"] == pytest.approx(0.5 ** 0.5)
+
+
+def test_hota_hand_computed_localisation():
+    """One box with IoU 0.62 (10x10 vs 10x6.2): a match for the 12 alphas 0.05..0.60 (HOTA 1
+    each) and none for the 7 above (TP 0, FN 1, FP 1: HOTA 0), so HOTA = 12 / 19."""
+    from trackers.mot import hota
+
+    h = hota(_rows([1, 1, 0, 0, 10, 10]), _rows([1, 3, 0, 0, 10, 6.2]))
+    assert h["hota"] == pytest.approx(12 / 19)
+    assert h["deta"] == pytest.approx(12 / 19)
+    assert h["loca"] == pytest.approx((12 * 0.62 + 7 * 1.0) / 19)

@@ -209,3 +209,20 @@ def test_tracker_takes_its_config_section():
     over = Tracker(cfg, appearance=False)
     assert (over.params.max_age_s, over.params.appearance, cfg.appearance) == (2.0, False, True)
     assert Tracker(max_age_s=2.0).describe()["params"]["max_age_s"] == 2.0
+
+
+def test_low_score_detections_extend_tracks_but_never_start_one():
+    """ByteTrack's split (birth_score): a weak detection keeps a track alive, starts none."""
+    trk = Tracker(birth_score=0.7, warmup_frames=0, min_hits=1)
+    strong, weak = np.array([0.95], np.float32), np.array([0.55], np.float32)
+    out = trk.update(0.0, dets([box(300, 200)], score=weak))
+    assert len(out) == 0 and trk.n_live == 0
+    out = trk.update(1 / FPS, dets([box(100, 200)], score=strong))
+    tid = out.track_id.tolist()
+    assert len(tid) == 1
+    for f in range(2, 6):  # the same person, now seen only weakly: same id, matched
+        out = trk.update(f / FPS, dets([box(100 + 2 * f, 200)], score=weak))
+        assert out.track_id.tolist() == tid and out.det_index.tolist() == [0]
+    # with the split off, the weak detection starts a track of its own
+    trk = Tracker(birth_score=0.0, warmup_frames=0, min_hits=1)
+    assert len(trk.update(0.0, dets([box(300, 200)], score=weak))) == 1
