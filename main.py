@@ -9,6 +9,7 @@ functions (`stream.process.run`, `trackers.mot.evaluate`, `bench.*.benchmark`), 
     python main.py process INPUT [--detector NAME] [--every-n N] [--max-frames N] [...]
     python main.py eval-mot (--det DET.txt | --tracks FILE) [--gt GT.txt] [...]
     python main.py bench NAME [...]       (NAME: see `main.py bench --help`)
+    python main.py hash-password [--stdin] [--iterations N]
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
-COMMANDS = ("run", "check-config", "schema", "assets", "process", "eval-mot", "bench")
+COMMANDS = ("run", "check-config", "schema", "assets", "process", "eval-mot", "bench", "hash-password")
 
 
 # ------------------------------------------------------------------ process environment
@@ -159,6 +160,32 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             print(f"  {f.line()}", file=sys.stderr)
         return EXIT_USAGE
     print("ok")
+    return EXIT_OK
+
+
+def cmd_hash_password(args: argparse.Namespace) -> int:
+    """A server.users[].secret: the PBKDF2 hash of a password read without echo (or from stdin)."""
+    from web.auth import hash_secret
+    if args.stdin:
+        secret = sys.stdin.readline().rstrip("\r\n")
+    else:
+        import getpass
+        try:
+            secret = getpass.getpass("password: ")
+            if getpass.getpass("again: ") != secret:
+                _err("the two passwords differ")
+                return EXIT_USAGE
+        except EOFError:
+            _err("no password given (use --stdin to pipe one in)")
+            return EXIT_USAGE
+    if not 8 <= len(secret) <= 256:
+        _err(f"the password has {len(secret)} characters; it needs 8 to 256")
+        return EXIT_USAGE
+    try:
+        print(hash_secret(secret, iterations=args.iterations))
+    except ValueError as e:
+        _err(str(e))
+        return EXIT_USAGE
     return EXIT_OK
 
 
@@ -552,6 +579,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a tracker parameter, e.g. -p max_age_s=2 (repeatable)")
     e.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     e.set_defaults(func=cmd_eval_mot, parser=e)
+
+    h = sub.add_parser("hash-password", help="print the hash of a password for server.users[].secret",
+                       description="Read a password (twice, without echo; or one line from stdin with "
+                                   "--stdin) and print its PBKDF2-SHA256 hash, the value of a "
+                                   "server.users[].secret. The password itself is never printed or stored.")
+    h.add_argument("--stdin", action="store_true", help="read the password from the first line of stdin")
+    h.add_argument("--iterations", type=POSITIVE_INT, default=600_000,
+                   help="PBKDF2 iterations, 100000..10000000 (default 600000)")
+    h.set_defaults(func=cmd_hash_password, parser=h)
 
     b = sub.add_parser("bench", help="run a benchmark; each prints one JSON object",
                        description="Benchmarks under bench/, each printing one JSON object. "

@@ -51,12 +51,106 @@ PathStr = Annotated[str, BeforeValidator(_fspath)]  # a str in YAML; a str or a 
 
 
 # ---------------------------------------------------------------- server
+# the secret hash web.auth.hash_secret writes (`python main.py hash-password`); web.auth checks
+# it with the same pattern (tests/unit/test_auth.py keeps the two in step)
+SECRET_HASH_RE = re.compile(r"^pbkdf2_sha256\$(\d{6,8})\$([A-Za-z0-9./+_-]{8,64})\$([A-Za-z0-9+/]{43}=)$")
+SECRET_HASH_ITERATIONS = (100_000, 10_000_000)
+SECRET_KEYS = frozenset({"token", "secret", "session_secret"})  # values never echoed in errors
+
+
+def _env_secret(v: str, what: str, info: ValidationInfo, lo: int = 8, hi: int = 256) -> None:
+    """An `env:NAME` secret: the variable must be set and lo..hi characters long (when secrets
+    are resolved). The reference itself is what the config keeps."""
+    name = v[4:]
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", name):
+        raise ValueError(f"'env:' needs a variable name, e.g. env:VIGIL_{what.upper()}")
+    if not (info.context or {}).get("resolve_secrets", True):
+        return
+    val = os.environ.get(name)
+    if not val:
+        raise ValueError(f"environment variable {name!r} named by the {what} is not set")
+    if not lo <= len(val) <= hi:
+        raise ValueError(f"environment variable {name!r} (the {what}) has {len(val)} characters; "
+                         f"it needs {lo} to {hi}")
+
+
+class UserConfig(Section):
+    """A named user (web/auth.py): signs in at /login, or presents the secret as HTTP Basic
+    (`name:secret`) or Bearer."""
+    name: str = Field(pattern=r"^[A-Za-z0-9_.@-]{1,64}$",
+                      description="user name (letters, digits, _ . @ -); 'token' is server.token's")
+    role: Literal["viewer", "admin"] = Field(
+        "viewer", description="viewer: dashboard, streams, snapshots, events, clips, read-only API; "
+                              "admin: also the controls (exposure reset, session rotation, writes)")
+    secret: str = Field(
+        min_length=5, max_length=300,
+        description="'env:NAME' (read at start, 8..256 characters) or a hash from "
+                    "`python main.py hash-password` (pbkdf2_sha256$...); never the plain password")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if v == "token":
+            raise ValueError("'token' is the name server.token signs in as; pick another")
+        return v
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, v: str, info: ValidationInfo) -> str:
+        if v.startswith("env:"):
+            _env_secret(v, "secret", info)
+            return v
+        m = SECRET_HASH_RE.match(v)
+        if m is None:
+            raise ValueError("must be 'env:NAME' or a hash from `python main.py hash-password` "
+                             "(pbkdf2_sha256$...): plain passwords are not kept in the config")
+        lo, hi = SECRET_HASH_ITERATIONS
+        if not lo <= int(m.group(1)) <= hi:
+            raise ValueError(f"the hash has {int(m.group(1))} iterations; {lo}..{hi} are accepted")
+        return v
+
+
+class ThrottleConfig(Section):
+    """Wrong credentials per client address (web/throttle.py): `free_failures` distinct wrong
+    secrets, then each further one locks the address out for lockout_s, doubling up to
+    max_lockout_s (defaults: 1, 2, 4 ... 256, then 300 s)."""
+    free_failures: int = Field(5, ge=1, le=100, description="distinct wrong secrets before lock-outs start")
+    lockout_s: float = Field(1.0, gt=0, le=3600, description="the first lock-out; doubles with each further failure")
+    max_lockout_s: float = Field(300.0, gt=0, le=86400, description="the longest lock-out")
+    forget_after_s: float = Field(3600.0, ge=1, le=30 * 86400,
+                                  description="an address's failures are forgotten this long after its last one")
+
+    @model_validator(mode="after")
+    def _order(self) -> "ThrottleConfig":
+        if self.max_lockout_s < self.lockout_s:
+            raise ValueError("max_lockout_s must be >= lockout_s")
+        if self.forget_after_s < self.max_lockout_s:
+            raise ValueError("forget_after_s must be >= max_lockout_s")
+        return self
+
+
 class ServerConfig(Section):
-    host: str = Field("127.0.0.1", description="address to bind; a public address without a token prints a warning")
+    host: str = Field("127.0.0.1", description="address to bind; a public address without auth "
+                                               "(token or users) is refused unless allow_public_without_auth")
     port: int = Field(8080, ge=0, le=65535, description="TCP port; 0 picks a free one")
     token: Optional[str] = Field(
-        None, description="access token, 8..256 characters; 'env:NAME' reads it from an environment "
-                          "variable (checked the same way)")
+        None, description="admin access token, 8..256 characters; 'env:NAME' reads it from an "
+                          "environment variable (checked the same way)")
+    users: list[UserConfig] = Field(default_factory=list, max_length=256,
+                                    description="named users with a role (viewer or admin)")
+    session_secret: Optional[str] = Field(
+        None, description="null: a random secret kept in <paths.data>/auth/session_secret (made on "
+                          "first start); 'env:NAME': from the environment (32..512 characters). "
+                          "Changing it signs everyone out")
+    session_max_age_s: int = Field(86400, ge=60, le=30 * 86400,
+                                   description="a dashboard session ends this long after sign-in")
+    behind_tls: bool = Field(False, description="served over https (by a TLS proxy): cookies are Secure")
+    trusted_proxies: int = Field(
+        0, ge=0, le=5, description="reverse proxies in front: trust this many hops of "
+                                   "X-Forwarded-For/-Proto/-Host/-Port (client address, https)")
+    allow_public_without_auth: bool = Field(
+        False, description="allow binding a non-loopback address with no token and no users")
+    throttle: ThrottleConfig = Field(default_factory=ThrottleConfig)
     threads: int = Field(48, ge=4, le=1024, description="WSGI worker threads; each open MJPEG viewer holds one")
     jpeg_quality: int = Field(80, ge=10, le=100)
     stream_timeout_s: float = Field(1.0, gt=0, le=30, description="viewer wait before a keepalive check")
@@ -98,6 +192,30 @@ class ServerConfig(Section):
         if not 8 <= len(v) <= 256:
             raise ValueError(f"{what} has {len(v)} characters; a token needs 8 to 256")
         return v
+
+    @field_validator("session_secret")
+    @classmethod
+    def _session_secret(cls, v: Optional[str], info: ValidationInfo) -> Optional[str]:
+        if v is None:
+            return v
+        if not v.startswith("env:"):
+            raise ValueError("must be null (a secret kept in the data folder) or 'env:NAME'")
+        _env_secret(v, "session secret", info, lo=32, hi=512)
+        return v
+
+    @field_validator("users")
+    @classmethod
+    def _unique_users(cls, v: list[UserConfig]) -> list[UserConfig]:
+        seen: dict[str, int] = {}
+        for i, u in enumerate(v):
+            if u.name in seen:
+                raise ValueError(f"[{i}].name: duplicate user name {u.name!r} (also [{seen[u.name]}])")
+            seen[u.name] = i
+        return v
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.token or self.users)
 
 
 class PathsConfig(Section):
@@ -627,6 +745,9 @@ def _describe(err: dict[str, Any]) -> str:
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
     inp = err.get("input")
+    loc = err.get("loc") or ()
+    if loc and loc[-1] in SECRET_KEYS and isinstance(inp, str) and not inp.startswith("env:"):
+        return msg  # a secret is never echoed back (it could be a real password)
     if typ not in ("model_type",) and not isinstance(inp, (dict, list)):
         return f"{msg} (got {inp!r})"
     return msg

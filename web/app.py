@@ -11,10 +11,15 @@ import math
 import re
 import threading
 import time
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable, Iterator
+from urllib.parse import urlsplit
 
-from flask import Flask, Response, jsonify, redirect, render_template, request, send_file
+from flask import (Flask, Response, g, jsonify, make_response, redirect, render_template, request,
+                   send_file)
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from core.camera import Camera, JpegFrame, StreamKind
 from core.types import EventKind
@@ -22,11 +27,48 @@ from runtime.vigil import Vigil
 from web import auth
 from web.metrics import Metrics
 from web.mjpeg import mjpeg_content_type, mjpeg_parts
+from web.sessions import SessionError, SessionManager
+from web.throttle import AuthCollector, Throttle
 
 log = logging.getLogger("vigil.web")
 
 CAMERA_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 EVENT_KINDS = frozenset(k.value for k in EventKind)
+
+# ------------------------------------------------------------ access
+# The minimum role of every route, by endpoint (tests/integration/test_access.py walks the URL
+# map: a route missing here fails it, and is served to admins only meanwhile). OPEN: anyone;
+# VIEWER: watch and review (read-only); ADMIN: controls and every state-changing endpoint.
+_R = auth.Role
+ROUTE_ROLES: dict[str, auth.Role] = {
+    "healthz": _R.OPEN, "login": _R.OPEN, "logout": _R.OPEN,
+    "index": _R.VIEWER, "static": _R.VIEWER, "readyz": _R.VIEWER, "prom_metrics": _R.VIEWER,
+    "stream": _R.VIEWER, "exposure_stream": _R.VIEWER, "snapshot": _R.VIEWER, "exposure_still": _R.VIEWER,
+    "api_cameras": _R.VIEWER, "api_camera": _R.VIEWER, "api_tracks": _R.VIEWER, "api_sinks": _R.VIEWER,
+    "api_events": _R.VIEWER, "api_event_snapshot": _R.VIEWER, "api_events_stream": _R.VIEWER,
+    "api_clip": _R.VIEWER, "api_me": _R.VIEWER,
+    "api_exposure_reset": _R.ADMIN, "api_auth_rotate": _R.ADMIN,
+}
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# the page, its script and its styles come from this server only; no inline script or style
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+       "connect-src 'self'; media-src 'self'; object-src 'none'; base-uri 'none'; "
+       "form-action 'self'; frame-ancestors 'none'")
+NO_AUTH = auth.Principal("anonymous", auth.Role.ADMIN, "open")  # auth off: loopback, as before
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin(url: str) -> str | None:
+    """scheme://host[:port] of a URL, normalised (lower case, default port dropped)."""
+    try:
+        u = urlsplit(url.strip())
+        port = u.port
+    except ValueError:
+        return None
+    if u.scheme not in _DEFAULT_PORTS or not u.hostname:
+        return None
+    host = f"[{u.hostname}]" if ":" in u.hostname else u.hostname
+    return f"{u.scheme}://{host}" + (f":{port}" if port and port != _DEFAULT_PORTS[u.scheme] else "")
 
 
 # set by web.server's waitress channel (see web/server.py); absent under other servers
@@ -90,7 +132,7 @@ def create_app(vigil: Vigil, stop_event: threading.Event | None = None) -> Flask
     app = Flask(__name__, template_folder="templates", static_folder="static")
     app.config["JSON_SORT_KEYS"] = False
     stop = stop_event or threading.Event()
-    token = vigil.cfg.server.token
+    server_cfg = vigil.cfg.server
     timeout = vigil.cfg.server.stream_timeout_s
     # a stream holds a server thread; keep a reserve so the API and /healthz never starve
     max_streams = max(1, vigil.cfg.server.threads - 8)
@@ -99,6 +141,23 @@ def create_app(vigil: Vigil, stop_event: threading.Event | None = None) -> Flask
     app.extensions["vigil"] = vigil
     app.extensions["vigil_metrics"] = metrics
     app.extensions["vigil_streams"] = streams
+
+    # who may do what (web/auth.py), sessions (web/sessions.py), throttling (web/throttle.py)
+    creds = auth.Credentials(server_cfg)
+    auth_on = creds.enabled
+    throttle = Throttle.from_config(server_cfg.throttle)
+    sessions = SessionManager(secret_ref=server_cfg.session_secret,
+                              folder=Path(vigil.cfg.paths.data) / "auth",
+                              max_age_s=server_cfg.session_max_age_s) if auth_on else None
+    auth_stats = {"logins": 0}
+    metrics.registry.register(AuthCollector(throttle, sessions, auth_stats))
+    app.extensions["vigil_auth"] = SimpleNamespace(credentials=creds, throttle=throttle,
+                                                   sessions=sessions, roles=ROUTE_ROLES,
+                                                   enabled=auth_on)
+    if server_cfg.trusted_proxies:  # client address and https as the proxy saw them
+        n = server_cfg.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)  # type: ignore[method-assign]
+    public_origin = _origin(server_cfg.public_url) if server_cfg.public_url else None
 
     # ------------------------------------------------------------ helpers
     def json_error(status: int, message: str, **extra: Any) -> Response:
@@ -162,35 +221,197 @@ def create_app(vigil: Vigil, stop_event: threading.Event | None = None) -> Flask
         resp.headers["X-Capture-Ts"] = f"{frame.wall_ts:.6f}"  # epoch seconds
         return resp
 
-    # ------------------------------------------------------------ auth
+    # ------------------------------------------------------------ access
+    undeclared: set[str] = set()
+
+    def secure_cookies() -> bool:
+        return server_cfg.behind_tls or request.is_secure
+
+    def required_role() -> auth.Role:
+        rule = request.url_rule
+        if rule is None:  # 404 / 405: told only to someone who may see the routes
+            return auth.Role.VIEWER
+        if request.path in auth.OPEN_PATHS:
+            return auth.Role.OPEN
+        role = ROUTE_ROLES.get(rule.endpoint)
+        if role is None:  # fail closed
+            if rule.endpoint not in undeclared:
+                undeclared.add(rule.endpoint)
+                log.error("route %s (%s) has no role in ROUTE_ROLES: served to admins only",
+                          rule.rule, rule.endpoint)
+            return auth.Role.ADMIN
+        return role
+
+    def cross_site() -> str | None:
+        """Why a state-changing request comes from another site (None: it does not, or it is
+        not from a browser: those send no Origin and no Sec-Fetch-Site)."""
+        site = request.headers.get("Sec-Fetch-Site")
+        if site in ("cross-site", "same-site"):
+            return f"Sec-Fetch-Site {site}"
+        origin = request.headers.get("Origin")
+        if origin is None:
+            return None
+        got = _origin(origin)
+        if got is not None and got in (_origin(request.host_url), public_origin):
+            return None
+        return "Origin is not this server"
+
+    def too_many(wait: float) -> Response:
+        secs = max(1, math.ceil(wait))
+        resp = json_error(429, f"too many failed sign-ins from this address: retry in {secs} s")
+        resp.headers["Retry-After"] = str(secs)
+        return resp
+
+    def note_failure(addr: str, fp: bytes, via: str, user: str | None) -> None:
+        out = throttle.failure(addr, fp, via)
+        if not out.counted:
+            return  # the same wrong secret again: refused, counted in /metrics, not logged again
+        who = creds.known_user(user)
+        lock = f"; locked out for {out.lockout_s:g} s" if out.lockout_s else ""
+        log.warning("auth: wrong %s credentials%s from %s (%d distinct failure%s)%s", via,
+                    f" for user {who!r}" if who else "", addr[:64], out.failures,
+                    "" if out.failures == 1 else "s", lock)
+
+    def session_principal() -> auth.Principal | None:
+        cookie = request.cookies.get(auth.COOKIE)
+        if not cookie or sessions is None:
+            return None
+        data, _why = sessions.verify(cookie, creds.lookup)
+        if data is None:
+            g.clear_cookie = True  # expired, tampered, signed out or for a changed user
+            return None
+        return auth.Principal(data["u"], auth.ROLES[data["r"]], "session")
+
+    def identify() -> tuple[auth.Principal | None, Response | None]:
+        """(principal or None, a 429 to answer instead). A session cookie first; then
+        Bearer / Basic, throttled per address."""
+        who = session_principal()
+        if who is not None:
+            return who, None
+        parsed = auth.parse_authorization(request.headers.get("Authorization"))
+        if parsed is None:
+            return None, None
+        via, user, secret = parsed
+        addr = request.remote_addr or "?"
+        wait = throttle.retry_after(addr)
+        if wait > 0:
+            return None, too_many(wait)
+        fp = creds.fingerprint(via, user, secret)
+        if not throttle.seen_before(addr, fp):
+            u = creds.check(user, secret)
+            if u is not None:
+                return auth.Principal(u.name, u.role, via), None
+        note_failure(addr, fp, via, user)
+        return None, None
+
     @app.before_request
-    def _auth() -> Response | None:
-        if not token or request.path in auth.OPEN_PATHS:
+    def _access() -> Response | None:
+        if request.method not in SAFE_METHODS:
+            why = cross_site()
+            if why is not None:
+                return json_error(403, f"cross-site request refused ({why})")
+        need = required_role()
+        if not auth_on:
+            g.principal = NO_AUTH
             return None
-        if auth.presented_ok(token, request.headers.get("Authorization"),
-                             request.cookies.get(auth.COOKIE)):
+        if need == auth.Role.OPEN:
+            g.principal = session_principal()  # for /login and /logout; never throttled
             return None
-        if request.path == "/" and request.method == "GET":
-            return redirect("/login")
-        resp = json_error(401, "authentication required (Bearer token, Basic password, or /login)")
-        resp.headers["WWW-Authenticate"] = 'Basic realm="vigil", charset="UTF-8"'
+        principal, refused = identify()
+        g.principal = principal
+        if refused is not None:
+            return refused
+        if principal is None:
+            if request.path == "/" and request.method == "GET":
+                return redirect("/login")
+            resp = json_error(401, "authentication required (Bearer token, Basic password, or /login)")
+            if request.headers.get("Sec-Fetch-Site") != "same-origin":
+                # a challenge for MJPEG clients and scripts; the dashboard's own requests get
+                # none (no browser password prompt: the page goes to /login instead)
+                resp.headers["WWW-Authenticate"] = 'Basic realm="vigil", charset="UTF-8"'
+            return resp
+        if principal.role < need:
+            return json_error(403, f"this needs the {need.label} role (signed in as a "
+                                   f"{principal.role.label})")
+        return None
+
+    @app.after_request
+    def _headers(resp: Response) -> Response:
+        h = resp.headers
+        h.setdefault("Content-Security-Policy", CSP)
+        h.setdefault("X-Content-Type-Options", "nosniff")
+        h.setdefault("X-Frame-Options", "DENY")
+        h.setdefault("Referrer-Policy", "same-origin")
+        if g.get("clear_cookie") and not g.get("cookie_set"):
+            resp.delete_cookie(auth.COOKIE, path="/", httponly=True, samesite="Strict",
+                               secure=secure_cookies())
         return resp
 
     @app.route("/login", methods=["GET", "POST"])
     def login():
-        if not token:
+        if not auth_on or sessions is None:
             return redirect("/")
-        error = None
+        if request.method == "GET" and g.get("principal") is not None:
+            return redirect("/")
+        error, status, user, wait = None, 200, None, 0.0
         if request.method == "POST":
-            given = (request.form.get("token") or "")[:512]
-            if auth.presented_ok(token, f"Bearer {given}", None):
-                resp = redirect("/")
-                resp.set_cookie(auth.COOKIE, auth.cookie_value(token), httponly=True,
-                                samesite="Strict", max_age=30 * 24 * 3600,
-                                secure=request.is_secure)
-                return resp
-            error = "wrong token"
-        return render_template("login.html", error=error), (401 if error else 200)
+            addr = request.remote_addr or "?"
+            user = (request.form.get("username") or "").strip()[:64] or None
+            secret = (request.form.get("token") or request.form.get("password") or "")[:auth.MAX_SECRET]
+            wait = throttle.retry_after(addr)
+            if wait > 0:
+                error, status = (f"Too many failed sign-ins from this address: try again in "
+                                 f"{max(1, math.ceil(wait))} s."), 429
+            else:
+                fp = creds.fingerprint("login", user, secret)
+                u = creds.check(user, secret) if secret and not throttle.seen_before(addr, fp) else None
+                if u is not None:
+                    value, max_age = sessions.issue(u.name, u.role.label, u.secret_id)
+                    resp = redirect("/")
+                    resp.set_cookie(auth.COOKIE, value, max_age=max_age, path="/", httponly=True,
+                                    samesite="Strict", secure=secure_cookies())
+                    g.cookie_set = True
+                    auth_stats["logins"] += 1
+                    log.info("auth: %r signed in as %s from %s", u.name, u.role.label, addr[:64])
+                    return resp
+                if secret:
+                    note_failure(addr, fp, "login", user)
+                error, status = "Wrong user name or password.", 401
+        resp = make_response(render_template("login.html", error=error,
+                                             username=creds.known_user(user) or ""), status)
+        resp.headers["Cache-Control"] = "no-store"
+        if status == 429:
+            resp.headers["Retry-After"] = str(max(1, math.ceil(wait)))
+        return resp
+
+    @app.post("/logout")
+    def logout():
+        if sessions is not None and sessions.revoke(request.cookies.get(auth.COOKIE)):
+            p = g.get("principal")
+            log.info("auth: %r signed out", p.name if p is not None else "?")
+        resp = redirect("/login" if auth_on else "/", code=303)
+        resp.delete_cookie(auth.COOKIE, path="/", httponly=True, samesite="Strict",
+                           secure=secure_cookies())
+        g.cookie_set = True
+        return resp
+
+    @app.get("/api/me")
+    def api_me():
+        p: auth.Principal = g.principal
+        return jsonify({"auth": auth_on, "user": p.name if auth_on else None,
+                        "role": p.role.label, "via": p.via})
+
+    @app.post("/api/auth/rotate")
+    def api_auth_rotate():
+        if sessions is None:
+            return json_error(409, "auth is off (no server.token and no server.users)")
+        try:
+            sessions.rotate()
+        except SessionError as e:
+            return json_error(409, str(e))
+        log.warning("auth: session secret rotated by %r: every session is signed out", g.principal.name)
+        g.clear_cookie = True
+        return jsonify({"rotated": True})
 
     # ------------------------------------------------------------ pages
     def camera_dicts() -> list[dict[str, Any]]:
@@ -198,7 +419,12 @@ def create_app(vigil: Vigil, stop_event: threading.Event | None = None) -> Flask
 
     @app.get("/")
     def index():
-        return render_template("index.html", cameras=camera_dicts(), auth=bool(token))
+        p: auth.Principal = g.principal
+        resp = make_response(render_template("index.html", cameras=camera_dicts(), auth=auth_on,
+                                              user=p.name, role=p.role.label,
+                                              admin=p.role >= auth.Role.ADMIN))
+        resp.headers["Cache-Control"] = "no-store"
+        return resp
 
     # ------------------------------------------------------------ streams
     def _route_stream(kind: StreamKind, still: bool) -> Callable[[str], Response]:

@@ -243,15 +243,31 @@ class VigilServer:
         return ok
 
 
+def _resolves(host: str) -> bool:
+    try:
+        socket.getaddrinfo(host, None)
+        return True
+    except (OSError, UnicodeError):
+        return False
+
+
 def serve(cfg: VigilConfig, config_path: str = "config.yaml") -> int:
     s = cfg.server
-    if not s.token and not is_loopback(s.host):
-        print(f"WARNING: binding {s.host} without server.token: anyone on the network can "
-              "watch these cameras. Set server.token (or 'env:VAR').", file=sys.stderr)
+    if not s.auth_enabled and not is_loopback(s.host) and _resolves(s.host):
+        # (a host that does not resolve cannot be bound: the bind below names that cause)
+        if not s.allow_public_without_auth:
+            print(f"error: refusing to bind {s.host} without auth: anyone on the network could "
+                  "watch these cameras. Set server.token or server.users (see README, Auth), bind "
+                  "127.0.0.1, or set server.allow_public_without_auth: true.", file=sys.stderr)
+            return 2
+        print(f"WARNING: binding {s.host} without auth (server.allow_public_without_auth): anyone "
+              "on the network can watch these cameras and use the controls.", file=sys.stderr)
     from events.store import EventStoreError
+    from web.auth import CredentialError
+    from web.sessions import SessionError
     try:
         server = VigilServer(cfg)
-    except EventStoreError as e:
+    except (EventStoreError, CredentialError, SessionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     try:

@@ -26,8 +26,12 @@
           (view === "exposure" ? "/exposure/" : "/snapshot/") + encodeURIComponent(name) + ".jpg";
       });
     });
-    el.querySelector("[data-role=reset]").addEventListener("click", async () => {
-      await fetch("/api/cameras/" + encodeURIComponent(name) + "/exposure/reset", { method: "POST" });
+    // controls are rendered for admins only (the server refuses them to viewers anyway)
+    const reset = el.querySelector("[data-role=reset]");
+    if (reset) reset.addEventListener("click", async () => {
+      const r = await fetch("/api/cameras/" + encodeURIComponent(name) + "/exposure/reset", { method: "POST" });
+      if (r.status === 401) signedOut();
+      else if (!r.ok) showError(el, await r.json().then((d) => d.error).catch(() => "HTTP " + r.status));
     });
     // until a frame decodes the camera's state stands in for the image (never a broken icon)
     img.addEventListener("load", () => showFrame(el, true));
@@ -38,6 +42,18 @@
     }, 2000));
   });
 
+  // a session that ended (expired, signed out, secret rotated): back to the sign-in page
+  function signedOut() { window.location.assign("/login"); }
+  const fetchJson = (url) => fetch(url).then((r) => {
+    if (r.status === 401) { signedOut(); throw new Error("signed out"); }
+    return r.json();
+  });
+  function showError(el, msg) {
+    const err = el.querySelector("[data-role=error]");
+    err.hidden = false;
+    err.textContent = msg;
+  }
+
   function showFrame(el, has) {
     el.querySelector("[data-role=img]").classList.toggle("noframe", !has);
     el.querySelector("[data-role=placeholder]").hidden = has;
@@ -47,8 +63,8 @@
     const name = el.dataset.camera;
     try {
       const [info, tr] = await Promise.all([
-        fetch("/api/cameras/" + encodeURIComponent(name)).then((r) => r.json()),
-        fetch("/api/cameras/" + encodeURIComponent(name) + "/tracks").then((r) => r.json()),
+        fetchJson("/api/cameras/" + encodeURIComponent(name)),
+        fetchJson("/api/cameras/" + encodeURIComponent(name) + "/tracks"),
       ]);
       const st = el.querySelector("[data-role=state]");
       st.textContent = info.state;
@@ -84,7 +100,7 @@
   const sinksEl = document.getElementById("sinks");
   async function pollSinks() {
     try {
-      const d = await fetch("/api/sinks").then((r) => r.json());
+      const d = await fetchJson("/api/sinks");
       const bad = (d.sinks || []).filter((s) => !s.healthy);
       sinksEl.hidden = bad.length === 0;
       sinksEl.textContent = bad.map((s) => `${s.kind} ${s.name}: ${s.failed} failed, ${s.dropped} dropped`).join(" · ");
