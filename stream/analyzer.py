@@ -13,13 +13,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-import cv2
-
 from core.config import CameraConfig, VigilConfig
 from core.types import ROTATED_BOX, TEXT_CONFIDENCE, Detections, Event, EventKind, Frame, Tracks
 from detectors.base import Detector, build as build_detector
 from events.defects import DefectWatch
 from events.observers import LineDrawing, TrackObserver, ZoneDrawing
+from events.snapshots import frame_snapshot
 from events.zones import LineCounter, ZoneCounter
 from stream.overlay import LineDraw, OverlayScene, StatusInfo, ZoneDraw
 from trackers.tracker import Tracker
@@ -46,20 +45,6 @@ SNAPSHOT_KINDS = frozenset({EventKind.LINE_CROSSED, EventKind.ZONE_ENTER, EventK
                             EventKind.TEXT_READ, EventKind.TRACK_STARTED})
 
 Emit = Callable[..., Any]  # emit(event, snapshot_jpeg_bytes_or_None)
-
-
-def snapshot_jpeg(image: np.ndarray, box: tuple[float, float, float, float] | None,
-                  label: str | None = None, quality: int = 80) -> bytes | None:
-    """The frame with the event's box drawn, as JPEG bytes."""
-    img = image.copy()
-    if box is not None:
-        x1, y1, x2, y2 = (int(round(v)) for v in box)
-        cv2.rectangle(img, (x1, y1), (x2, y2), (0, 0, 255), 2)
-        if label:
-            cv2.putText(img, label, (x1, max(12, y1 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 255), 1,
-                        cv2.LINE_AA)
-    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    return buf.tobytes() if ok else None
 
 
 class Analyzer:
@@ -219,7 +204,7 @@ class Analyzer:
             return
         snap = None
         if self.snapshots and ev.kind in SNAPSHOT_KINDS and ev.box is not None:
-            snap = snapshot_jpeg(frame.image, ev.box, ev.label)
+            snap = frame_snapshot(frame.image, ev.box, ev.label)
         self.emit(ev, snap)
 
     @property
