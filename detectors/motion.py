@@ -25,7 +25,7 @@ from scipy import ndimage
 from core.boxes import area as box_area
 from core.boxes import clip_xyxy
 from core.config import MotionConfig
-from core.types import Detections, Frame
+from core.types import ROTATED_BOX, Detections, Frame
 from detectors.base import Detector, DetectorError, as_bgr, closed_guard, config_section, frame_meta, log
 
 __all__ = ["MotionDetector", "GatedDetector"]
@@ -280,7 +280,14 @@ class GatedDetector:
         if len(dets) == 0:
             return Detections.empty(seq, ts)
         shifted = dets.xyxy + np.array([x1, y1, x1, y1], np.float32)
-        return Detections(shifted, dets.score, dets.class_id, dets.label, dets.text, seq, ts)
+        data = dict(dets.data) if dets.data else {}
+        if ROTATED_BOX in data:  # (cx, cy, w, h, angle): centres move with the crop
+            rot = np.array(data[ROTATED_BOX], np.float32, copy=True).reshape(-1, 5)
+            rot[:, 0] += x1
+            rot[:, 1] += y1
+            data[ROTATED_BOX] = rot
+        return Detections(shifted, dets.score, dets.class_id, dets.label, dets.text, seq, ts,
+                          data=data or None)
 
     def close(self) -> None:
         """Close the gate and the inner detector (idempotent)."""

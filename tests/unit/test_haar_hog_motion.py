@@ -368,6 +368,27 @@ def test_gate_region_mode_crops_and_maps_back() -> None:
     assert out.frame_seq == 11
 
 
+def test_gate_region_mode_keeps_data_columns_in_frame_pixels() -> None:
+    """A text detector's rotated boxes and OCR confidences survive the crop, the rotated
+    centres shifted back to frame pixels like the boxes."""
+    from core.types import ROTATED_BOX, TEXT_CONFIDENCE
+
+    class _Text(_Recorder):
+        def detect(self, frame):
+            return super().detect(frame).with_data(ROTATED_BOX, [[15, 25, 20, 40, -7.0]]) \
+                .with_data(TEXT_CONFIDENCE, [88.0])
+
+    gated = GatedDetector(_Text(), MotionDetector(warmup_frames=3), mode="region", pad=16,
+                          min_region=64)
+    for i in range(12):
+        img, _ = _scene(i, [] if i < 4 else None)
+        out = gated.detect(Frame(img, seq=i, ts=float(i)))
+    x1, y1, _, _ = gated.last_region
+    assert (x1, y1) != (0, 0)
+    np.testing.assert_allclose(out.data[ROTATED_BOX], [[x1 + 15, y1 + 25, 20, 40, -7.0]])
+    np.testing.assert_allclose(out.data[TEXT_CONFIDENCE], [88.0])
+
+
 def test_gate_region_geometry_clips_and_grows() -> None:
     g = GatedDetector(_Recorder(), MotionDetector(), mode="region", pad=10, min_region=100)
     # near the top-left corner: grown to 100x100 and slid inside the frame
