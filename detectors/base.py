@@ -12,13 +12,20 @@ safe to call: `detect()` after `close()` returns an empty `Detections` for that 
 its seq/ts) instead of raising, because a thread that outlived its join timeout may still
 hand it one last frame. The owner closes it after the threads using it have stopped
 (stream.analyzer.Analyzer.close, called by CameraPipeline.stop and process).
+
+`detect_batch(frames) -> list[Detections]` (one result per frame, in order) is the batched
+form: a detector that can run several frames in one inference (YOLO: one ONNX Runtime run
+for the batch, its converted model takes a dynamic batch) defines it; for every other
+detector `detect_batch(detector, frames)` below is a loop over detect(). Callers that batch
+(the detector pool) go through that function, so every detector can be handed a batch.
+The batched result of a frame equals its single detect() result (tests/unit/test_yolo_batch.py).
 """
 from __future__ import annotations
 
 import functools
 import importlib
 import logging
-from typing import Any, Callable, Mapping, Protocol, TypeVar, runtime_checkable
+from typing import Any, Callable, Mapping, Protocol, Sequence, TypeVar, runtime_checkable
 
 import numpy as np
 
@@ -53,6 +60,29 @@ class Detector(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
+class BatchDetector(Detector, Protocol):
+    """A detector with a real batched path (`detect_batch`, one inference for all frames)."""
+
+    def detect_batch(self, frames: Sequence[Frame | np.ndarray]) -> list[Detections]: ...
+
+
+def detect_batch(detector: Detector, frames: Sequence[Frame | np.ndarray]) -> list[Detections]:
+    """Detections of every frame, in order: the detector's own detect_batch when it has one
+    (one inference for the batch), else a loop over detect() (the protocol's default)."""
+    frames = list(frames)
+    if not frames:
+        return []
+    batched = getattr(detector, "detect_batch", None)
+    if batched is not None:
+        out = list(batched(frames))
+        if len(out) != len(frames):
+            raise DetectorError(f"{getattr(detector, 'name', detector)}: detect_batch returned "
+                                f"{len(out)} results for {len(frames)} frames")
+        return out
+    return [detector.detect(f) for f in frames]
+
+
 # name -> "module:Class"; imported lazily so that importing detectors/ has no side effects
 _REGISTRY: dict[str, str] = {
     "none": "detectors.base:NullDetector",
@@ -85,6 +115,22 @@ def build(name: str, cfg: Section | Mapping[str, Any] | None = None) -> Detector
     if cfg is None or isinstance(cfg, Mapping):
         return factory(name)(**(cfg or {}))
     return factory(name)(cfg)
+
+
+# the config keys that make a detector's inference single-threaded (a pool runs one such
+# session per core side by side: ONNX Runtime's advice, intra = inter = 1); detectors not
+# listed (haar, hog, motion, none) use OpenCV, whose thread count is process-wide
+# (cv2.setNumThreads), or no inference at all
+SINGLE_THREAD_OVERRIDES: dict[str, dict[str, int]] = {
+    "yolo": {"intra_op_threads": 1, "inter_op_threads": 1},
+    "text": {"threads": 1},
+}
+
+
+def single_thread_overrides(name: str) -> dict[str, int]:
+    """Keyword overrides for `name`'s config section that build it with one inference thread
+    (empty for detectors without a thread setting)."""
+    return dict(SINGLE_THREAD_OVERRIDES.get(name, {}))
 
 
 def as_bgr(image: np.ndarray | Frame) -> np.ndarray | None:

@@ -255,6 +255,36 @@ class YoloDetector:
         blob, tf = self.preprocess(img)
         return self.postprocess(self.raw(blob), tf, seq, ts)
 
+    def detect_batch(self, frames: Sequence[Frame | np.ndarray]) -> list[Detections]:
+        """Detections of every frame, in order, from ONE session run over the stacked blobs
+        (the converted model's batch dimension is dynamic). Unusable images give empty
+        Detections and are left out of the batch; a closed detector (or a batch in flight
+        while another thread closed it) gives empty Detections for every frame."""
+        metas = [frame_meta(f) for f in frames]
+        if self._closed:
+            return [Detections.empty(*m) for m in metas]
+        out: list[Detections | None] = [None] * len(metas)
+        blobs: list[np.ndarray] = []
+        tfs: list[tuple[int, _Transform]] = []
+        for i, f in enumerate(frames):
+            img = as_bgr(f)
+            if img is None:
+                out[i] = Detections.empty(*metas[i])
+                continue
+            blob, tf = self.preprocess(img)
+            blobs.append(blob)
+            tfs.append((i, tf))
+        if blobs:
+            try:
+                raw = self.raw(blobs[0] if len(blobs) == 1 else np.concatenate(blobs, axis=0))
+            except Exception:
+                if self._closed:
+                    return [Detections.empty(*m) for m in metas]
+                raise
+            for k, (i, tf) in enumerate(tfs):
+                out[i] = self.postprocess([o[k:k + 1] for o in raw], tf, *metas[i])
+        return out  # type: ignore[return-value] - every slot is filled above
+
     def close(self) -> None:
         """Release the ONNX Runtime session (idempotent; detect() then finds nothing, raw()
         raises DetectorError)."""
