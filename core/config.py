@@ -571,7 +571,8 @@ class ClipsConfig(Section):
     """H.264 clips around chosen events (pre-roll from memory, post-roll recorded)."""
     enabled: bool = True
     kinds: list[Literal["track_started", "track_ended", "zone_enter", "zone_leave", "line_crossed",
-                        "text_read", "defect_found", "part_passed", "camera_state"]] = \
+                        "text_read", "defect_found", "part_passed", "part_unknown",
+                        "camera_state"]] = \
         Field(default_factory=lambda: ["defect_found", "line_crossed", "zone_enter"])
     pre_roll_s: float = Field(2.0, ge=0, le=30)
     post_roll_s: float = Field(3.0, ge=0, le=60)

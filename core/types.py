@@ -490,6 +490,7 @@ class EventKind(str, enum.Enum):
     TEXT_READ = "text_read"
     DEFECT_FOUND = "defect_found"
     PART_PASSED = "part_passed"
+    PART_UNKNOWN = "part_unknown"  # a part the watch had no reference to judge against
     CAMERA_STATE = "camera_state"
 
 

@@ -277,7 +277,8 @@ class DefectWatch:
         self._n[_COUNTER_KEY[verdict]] += 1
         self._verdicts.append(Verdict(item.track_id, item.serial, verdict, item.frame_seq, item.part,
                                       area_, dd, shape, item.box))
-        kind = EventKind.DEFECT_FOUND if verdict == DEFECT else EventKind.PART_PASSED
+        kind = {DEFECT: EventKind.DEFECT_FOUND, PASS: EventKind.PART_PASSED,
+                UNKNOWN: EventKind.PART_UNKNOWN}[verdict]
         ev = Event(kind, self.camera, ts=item.wall_ts, track_id=item.track_id, label=verdict.lower(),
                    box=item.box, frame_seq=item.frame_seq,
                    data={"verdict": verdict, "serial": item.serial, "diff_area": int(area_),

@@ -72,7 +72,8 @@ class Line:
 
 
 def verdict_events(evs):
-    return [e for e, _ in evs if e.kind in (EventKind.DEFECT_FOUND, EventKind.PART_PASSED)]
+    return [e for e, _ in evs if e.kind in (EventKind.DEFECT_FOUND, EventKind.PART_PASSED,
+                                            EventKind.PART_UNKNOWN)]
 
 
 @pytest.fixture
@@ -159,7 +160,9 @@ def test_flush_judges_leftovers():
     assert [e.data["verdict"] for e in ev] == [PASS] * 3   # 3 alike parts learn at the end
     w2 = DefectWatch("cam", ocr=False)
     Line(w2).part(part_image(1))
-    assert [e.data["verdict"] for e in verdict_events(w2.flush())] == [UNKNOWN]
+    unjudged = verdict_events(w2.flush())
+    assert [e.data["verdict"] for e in unjudged] == [UNKNOWN]
+    assert [e.kind for e in unjudged] == [EventKind.PART_UNKNOWN]  # never counted as passed
 
 
 def test_reference_file(tmp_path):

@@ -113,7 +113,7 @@
   setInterval(pollAll, 1000);
   setInterval(pollSinks, 5000);
 
-  const SNAPSHOT_KINDS = new Set(["line_crossed", "zone_enter", "defect_found", "part_passed", "text_read", "track_started"]);
+  const SNAPSHOT_KINDS = new Set(["line_crossed", "zone_enter", "defect_found", "part_passed", "part_unknown", "text_read", "track_started"]);
   function addEvent(ev) {
     const li = document.createElement("li");
     li.className = ev.kind;
@@ -141,6 +141,6 @@
   es.onopen = () => { connEl.textContent = "live"; connEl.className = "pill ok"; };
   es.onerror = () => { connEl.textContent = "reconnecting…"; connEl.className = "pill bad"; };
   es.onmessage = (m) => addEvent(JSON.parse(m.data));
-  ["track_started", "track_ended", "zone_enter", "zone_leave", "line_crossed", "text_read", "defect_found", "part_passed", "camera_state"]
+  ["track_started", "track_ended", "zone_enter", "zone_leave", "line_crossed", "text_read", "defect_found", "part_passed", "part_unknown", "camera_state"]
     .forEach((k) => es.addEventListener(k, (m) => addEvent(JSON.parse(m.data))));
 })();
