@@ -166,7 +166,7 @@ class TessReader:
         self.whitelist = whitelist
         self.target_height = int(target_height)
         self._local = threading.local()
-        self._apis: list[Any] = []
+        self._apis: list[tuple[threading.Thread, Any]] = []  # (owner thread, API)
         self._lock = threading.Lock()
 
     # -- per-thread API -------------------------------------------------------------
@@ -181,7 +181,12 @@ class TessReader:
                 api.SetVariable("tessedit_char_whitelist", self.whitelist)
             self._local.api = api
             with self._lock:
-                self._apis.append(api)
+                # APIs of threads that have ended are released here: a restarted worker thread
+                # builds a new one, so without this each restart would keep one more alive.
+                dead = [a for t, a in self._apis if not t.is_alive()]
+                self._apis = [(t, a) for t, a in self._apis if t.is_alive()]
+                self._apis.append((threading.current_thread(), api))
+            _end(dead)
             log.debug("tesseract API created for thread %s (lang=%s psm=%d)",
                       threading.current_thread().name, self.lang, self.psm)
         return api
@@ -189,13 +194,15 @@ class TessReader:
     def close(self) -> None:
         """Release every thread's Tesseract API (they are rebuilt lazily if used again)."""
         with self._lock:
-            apis, self._apis = self._apis, []
-        for api in apis:
-            try:
-                api.End()
-            except Exception:  # pragma: no cover - best effort at shutdown
-                log.debug("tesseract End() failed", exc_info=True)
+            apis, self._apis = [a for _, a in self._apis], []
+        _end(apis)
         self._local = threading.local()
+
+    @property
+    def apis(self) -> int:
+        """Tesseract API objects alive (one per thread that has read and not ended)."""
+        with self._lock:
+            return len(self._apis)
 
     # -- recognition ----------------------------------------------------------------
     def read_crop(self, crop: np.ndarray | None) -> Reading:
@@ -237,6 +244,14 @@ class TessReader:
         if b.shape[1] == 4:
             return [self.read_crop(crop_xyxy(image, row)) for row in b]
         return [self.read_crop(crop_rotated(image, row)) for row in b]
+
+
+def _end(apis: Sequence[Any]) -> None:
+    for api in apis:
+        try:
+            api.End()
+        except Exception:  # pragma: no cover - best effort
+            log.debug("tesseract End() failed", exc_info=True)
 
 
 _default_lock = threading.Lock()

@@ -171,6 +171,25 @@ def test_read_given_boxes_and_threads():
     assert ocr.read(np.zeros((0, 0, 3), np.uint8), boxes)[0].text is None
 
 
+def test_reader_releases_apis_of_ended_threads():
+    """A worker thread that ends (a restarted pool worker) leaves no Tesseract API behind."""
+    from detectors import ocr
+
+    require(ocr.find_tessdata() is not None, "no tessdata with eng.traineddata")
+    reader = ocr.TessReader()
+    img = _synthetic_frame()
+    box = np.array([[70, 70, 320, 128]], np.float32)
+    texts = []
+    for _ in range(5):  # five short-lived threads, one after the other
+        t = threading.Thread(target=lambda: texts.append(reader.read(img, box)[0].text))
+        t.start()
+        t.join(timeout=30)
+    assert texts == ["SN 0042"] * 5
+    assert reader.apis == 1  # only the last thread's API; the four ended ones were released
+    reader.close()
+    assert reader.apis == 0
+
+
 def test_parallel_ocr_workers_same_result():
     p = ROOT / DEFAULT_DB_MODEL
     require(p.is_file(), f"DBNet model {p} not found")
