@@ -499,7 +499,9 @@ class DefectWatchConfig(Section):
     line_x: float = Field(0.5, ge=0, le=1e5, description="vertical inspection line (0..1 when normalized)")
     line: Optional[Annotated[list[Point], Field(min_length=2, max_length=2)]] = Field(
         None, description="instead of line_x: directed line [[x1,y1],[x2,y2]]; a part counts when its "
-        "centre passes from the left of p1->p2 to the right (y down); only the segment counts")
+        "centre crosses from the right-hand to the left-hand side of a walk from p1 to p2 on screen "
+        "(the counting lines' 'in'; drawn top to bottom: screen-left to screen-right); only the "
+        "segment counts")
     normalized: bool = Field(True, description="line_x / line in fractions of the frame size")
     reference: Optional[PathStr] = Field(None, description="golden part image (the part plus its margin); "
                                          "null learns one per shape from the first alike parts")
