@@ -337,6 +337,19 @@ def bench_defects(a: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def bench_multicam(a: argparse.Namespace) -> int:
+    from bench.multicam import benchmark, plot
+    log = None if a.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+    res = benchmark(a.cameras, a.seconds, a.warmup, a.rounds, a.modes, log=log)
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps(res, indent=1) + "\n")
+    if a.plot:
+        plot(res, a.plot)
+    _emit(res, a.json)
+    return EXIT_FAIL if res["errors"] else EXIT_OK
+
+
 def bench_all(a: argparse.Namespace) -> int:
     from bench.all import PLAN, run_all
     names = [n for n in (a.only or list(PLAN)) if n not in a.skip]
@@ -400,6 +413,14 @@ def _usage(a: argparse.Namespace, msg: str) -> int:
     return EXIT_USAGE
 
 
+def _camera_counts(text: str) -> list[int]:
+    from bench.multicam import parse_cameras
+    try:
+        return parse_cameras(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--cameras: ")) from None
+
+
 def _add_bench_parsers(b: argparse.ArgumentParser) -> None:
     from bench.common import SHARED_DATA
     sub = b.add_subparsers(dest="bench", metavar="NAME", required=True)
@@ -460,6 +481,20 @@ def _add_bench_parsers(b: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=_number(int, 0), nargs="+", default=[0, 1, 2], help="scene seeds (default 0 1 2)")
     p.add_argument("--frames", type=POSITIVE_INT, default=1300, help="frames per seed (default 1300)")
     p.add_argument("--speed", type=POSITIVE, default=None, help="belt speed in px/s (default: the scene's)")
+
+    p = add("multicam", bench_multicam, "1..16 cameras of vtest.avi with YOLOv3-tiny on every frame: "
+            "detections/s, published fps, latency, CPU and RSS against the pure-inference limit, "
+            "per-camera mode and the detector pool")
+    p.add_argument("--cameras", type=_camera_counts, default=[1, 2, 4, 8, 16],
+                   help="camera counts, comma-separated (default 1,2,4,8,16)")
+    p.add_argument("--seconds", type=POSITIVE, default=6.0, help="measured seconds per step (default 6)")
+    p.add_argument("--warmup", type=_number(float, 0), default=4.0, help="seconds before measuring (default 4)")
+    p.add_argument("--rounds", type=POSITIVE_INT, default=1, help="rounds of every step; medians (default 1)")
+    p.add_argument("--modes", nargs="+", choices=["per_camera", "pool"], default=["per_camera", "pool"],
+                   help="layouts to measure (default both; pool only where the config has it)")
+    p.add_argument("--out", help="also write the JSON here")
+    p.add_argument("--plot", help="write the throughput / RSS plot (PNG) here")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
     from bench.all import PLAN
     p = add("all", bench_all, "every benchmark, each in its own process, into one JSON file")
