@@ -74,9 +74,75 @@ CREATE INDEX IF NOT EXISTS ix_events_camera_ts ON events(camera, ts);
 CREATE INDEX IF NOT EXISTS ix_events_kind_ts ON events(kind, ts);
 CREATE INDEX IF NOT EXISTS ix_events_camera_kind_ts ON events(camera, kind, ts);
 """
+# Review filters on event data (zone, line, direction, verdict) read JSON: generated columns
+# (VIRTUAL: computed on read, nothing stored in the row) make them plain column names, and
+# the indexes below store their values, so a filter on them is an index range like camera's.
+# Added by ALTER TABLE to databases made before them (see EventStore._migrate).
+_GENERATED = {
+    "zone": "json_extract(data, '$.zone')",
+    "line": "json_extract(data, '$.line')",
+    "direction": "json_extract(data, '$.direction')",
+    "verdict": "json_extract(data, '$.verdict')",
+}
+# Review queries are newest first by (ts, id) with the same filters: each index is (filter, ts)
+# (the rowid comes last in every SQLite index), so equality + time range + order need no sort
+# and a page stops after `limit` rows. Partial indexes on the JSON columns: only the events
+# that have them. ix_events_counts covers the counts chart (time range, kind, class, direction)
+# without touching a row.
+REVIEW_INDEXES = {
+    "ix_events_label_ts": "events(label, ts)",
+    "ix_events_zone_ts": "events(zone, ts) WHERE zone IS NOT NULL",
+    "ix_events_line_ts": "events(line, ts) WHERE line IS NOT NULL",
+    "ix_events_verdict_ts": "events(verdict, ts) WHERE verdict IS NOT NULL",
+}
+# Hourly counts for the chart, kept by triggers in the same transaction as the events (so a
+# rollup row can never disagree with the events it counts, retention's deletes included):
+# a chart of a week is ~168 x (distinct key combinations) rows instead of every event
+# (a GROUP BY over 100,000 events sorts them all: ~80 ms here). Key columns hold '' for
+# NULL (NULLs are distinct in a primary key, so an upsert would never meet its row).
+_ROLLUP_KEY = ("hour", "camera", "kind", "label", "zone", "line", "direction", "verdict")
+
+
+def _rollup_values(row: str) -> str:
+    return (f"CAST({row}.ts / 3600 AS INTEGER), {row}.camera, {row}.kind, COALESCE({row}.label, ''), "
+            + ", ".join(f"COALESCE({expr.replace('(data', f'({row}.data')}, '')"
+                        for c, expr in _GENERATED.items()))
+
+
+_ROLLUP_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS event_counts_hourly (
+    hour INTEGER NOT NULL, camera TEXT NOT NULL, kind TEXT NOT NULL, label TEXT NOT NULL,
+    zone TEXT NOT NULL, line TEXT NOT NULL, direction TEXT NOT NULL, verdict TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY ({", ".join(_ROLLUP_KEY)})
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS tr_events_count_insert AFTER INSERT ON events BEGIN
+    INSERT INTO event_counts_hourly ({", ".join(_ROLLUP_KEY)}, n) VALUES ({_rollup_values("NEW")}, 1)
+    ON CONFLICT ({", ".join(_ROLLUP_KEY)}) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS tr_events_count_delete AFTER DELETE ON events BEGIN
+    UPDATE event_counts_hourly SET n = n - 1 WHERE ({", ".join(_ROLLUP_KEY)}) = ({_rollup_values("OLD")});
+END;
+"""
 _COLS = "id, ts, camera, kind, track_id, label, x1, y1, x2, y2, data, frame_seq, snapshot"
+# what the review list can filter on: query parameter -> column
+REVIEW_FILTERS = {"camera": "camera", "kind": "kind", "label": "label", "zone": "zone", "line": "line",
+                  "verdict": "verdict"}
+COUNT_BUCKETS = {"minute": 60, "hour": 3600}
 _INSERT = ("INSERT INTO events (id, ts, camera, kind, track_id, label, x1, y1, x2, y2, data, frame_seq)"
            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)")
+
+
+def _split_sql(script: str) -> list[str]:
+    """The statements of a script whose triggers hold `;` inside BEGIN ... END."""
+    out, cur = [], []
+    for line in script.strip().splitlines():
+        cur.append(line)
+        text = "\n".join(cur).strip()
+        if sqlite3.complete_statement(text):
+            out.append(text)
+            cur = []
+    return out
 
 
 class EventStoreError(RuntimeError):
@@ -150,6 +216,9 @@ class EventStore:
         self._pool_size = max(1, int(reader_pool))
         self._all_readers: list[sqlite3.Connection] = []
         self._auto_vacuum = 0
+        # counts() with whole-hour buckets reads the hourly rollup (False: the events; for
+        # the benchmark's baseline)
+        self.counts_rollup = True
 
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -252,6 +321,7 @@ class EventStore:
                 raise sqlite3.OperationalError(f"could not switch to WAL journal (got {mode!r})")
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
             conn.executescript(_SCHEMA)
+            self._migrate(conn)
             conn.execute("BEGIN IMMEDIATE")  # proves we can take the write lock
             conn.execute("COMMIT")
             self._snap_total = int(conn.execute(
@@ -261,6 +331,37 @@ class EventStore:
             conn.close()
             raise self._open_error(e) from e
         return conn
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection) -> None:
+        """Add the review columns and indexes to a database made before them (idempotent;
+        one transaction, so a crash leaves the old schema or the new one)."""
+        have = {r[1] for r in conn.execute("PRAGMA table_xinfo(events)")}
+        idx = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+        todo = [f"ALTER TABLE events ADD COLUMN {c} GENERATED ALWAYS AS ({expr}) VIRTUAL"
+                for c, expr in _GENERATED.items() if c not in have]
+        todo += [f"CREATE INDEX {n} ON {spec}" for n, spec in REVIEW_INDEXES.items() if n not in idx]
+        rollup = conn.execute("SELECT 1 FROM sqlite_master WHERE name='event_counts_hourly'").fetchone() is None
+        if not todo and not rollup:
+            return
+        t0 = time.perf_counter()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for sql in todo:
+                conn.execute(sql)
+            if rollup:  # the table, its triggers, and the counts of the events already stored
+                for stmt in _split_sql(_ROLLUP_SCHEMA):
+                    conn.execute(stmt)
+                conn.execute(f"INSERT INTO event_counts_hourly ({', '.join(_ROLLUP_KEY)}, n) "
+                             f"SELECT {_rollup_values('events')}, COUNT(*) FROM events GROUP BY 1, 2, 3, 4, 5, 6, 7, 8")
+                todo.append("rollup")
+            conn.execute("COMMIT")
+        except sqlite3.Error:
+            conn.execute("ROLLBACK")
+            raise
+        if conn.execute("SELECT EXISTS(SELECT 1 FROM events)").fetchone()[0]:  # not a new database
+            log.info("event store: added the review columns and indexes (%d steps, %.1f s)",
+                     len(todo), time.perf_counter() - t0)
 
     def _open_error(self, e: Exception) -> EventStoreError:
         msg = str(e)
@@ -486,6 +587,7 @@ class EventStore:
                 self._delete(conn, rows[:k])
                 by_size += k
         if by_age or by_size:
+            conn.execute("DELETE FROM event_counts_hourly WHERE n <= 0")  # hours now empty
             if self._auto_vacuum == 2:
                 conn.execute("PRAGMA incremental_vacuum")
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
@@ -590,6 +692,153 @@ class EventStore:
             d = self._row_event(r).to_dict()
             d["snapshot"] = r[12] is not None
             out.append(d)
+        return out
+
+    # ------------------------------------------------------------ review (filters, keyset pages, counts)
+    @staticmethod
+    def _review_where(filters: dict[str, Any], since: float | None, until: float | None
+                      ) -> tuple[list[str], list[Any]]:
+        cond, args = [], []
+        for key, value in filters.items():
+            if key not in REVIEW_FILTERS:
+                raise ValueError(f"unknown review filter {key!r}")
+            if value is None or value == "":
+                continue
+            cond.append(f"{REVIEW_FILTERS[key]} = ?")
+            args.append(EventKind(value).value if key == "kind" else str(value))
+        if since is not None:
+            cond.append("ts >= ?")
+            args.append(float(since))
+        if until is not None:
+            cond.append("ts < ?")
+            args.append(float(until))
+        return cond, args
+
+    def _review_select(self, filters: dict[str, Any], since: float | None, until: float | None,
+                       before: tuple[float, int] | None, limit: int) -> tuple[str, list[Any]]:
+        cond, args = self._review_where(filters, since, until)
+        if before is not None:  # keyset: strictly after the cursor in (ts DESC, id DESC) order
+            cond.append("ts <= ? AND (ts < ? OR id < ?)")
+            args += [before[0], before[0], int(before[1])]
+        where = (" WHERE " + " AND ".join(cond)) if cond else ""
+        return (f"SELECT {_COLS} FROM events{where} ORDER BY ts DESC, id DESC LIMIT ?",
+                args + [max(1, min(int(limit), 10_000))])
+
+    def _cursor(self, conn: sqlite3.Connection, before: int | None) -> tuple[float, int] | None:
+        """(ts, id) of the cursor event; for an id retention has removed since, the ts of the
+        nearest older id (the page then continues from about there)."""
+        if before is None:
+            return None
+        r = conn.execute("SELECT ts FROM events WHERE id = ?", (int(before),)).fetchone()
+        if r is None:
+            r = conn.execute("SELECT ts FROM events WHERE id < ? ORDER BY id DESC LIMIT 1",
+                             (int(before),)).fetchone()
+            if r is None:
+                return (-math.inf, int(before))
+        return (float(r[0]), int(before))
+
+    def review(self, filters: dict[str, Any] | None = None, since: float | None = None,
+               until: float | None = None, before: int | None = None, limit: int = 50
+               ) -> tuple[list[dict[str, Any]], int | None]:
+        """One page of the review list: events newest first by (ts, id), filtered by equality
+        on camera / kind / label / zone / line / verdict (REVIEW_FILTERS) and since <= ts <
+        until, after the event `before` (keyset paging: the cursor is the id of the last event
+        of the previous page; no OFFSET, so page 1000 costs what page 1 does).
+        Returns (rows as query_dicts() gives them, the id to pass as `before` for the next
+        page, or None on the last page)."""
+        filters = filters or {}
+        conn = self._acquire()
+        try:
+            cur = self._cursor(conn, before)
+            sql, args = self._review_select(filters, since, until, cur, limit + 1)
+            rows = conn.execute(sql, args).fetchall()
+        finally:
+            self._release(conn)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        out = []
+        for r in rows:
+            d = self._row_event(r).to_dict()
+            d["snapshot"] = r[12] is not None
+            out.append(d)
+        return out, (int(rows[-1][0]) if more and rows else None)
+
+    def review_explain(self, filters: dict[str, Any] | None = None, since: float | None = None,
+                       until: float | None = None, before: int | None = None) -> list[str]:
+        """SQLite's query plan for review() with these filters."""
+        sql, args = self._review_select(filters or {}, since, until,
+                                        None if before is None else (0.0, int(before)), 1)
+        return [str(r[3]) for r in self._read("EXPLAIN QUERY PLAN " + sql, args)]
+
+    def review_span(self, filters: dict[str, Any] | None = None, since: float | None = None,
+                    until: float | None = None) -> tuple[float, float] | None:
+        """(first ts, last ts) of the matching events, or None when none match (two index
+        probes: MIN and MAX of ts on the filter's (column, ts) index)."""
+        cond, args = self._review_where(filters or {}, since, until)
+        where = (" WHERE " + " AND ".join(cond)) if cond else ""
+        lo = self._read(f"SELECT ts FROM events{where} ORDER BY ts ASC LIMIT 1", args)
+        if not lo:
+            return None
+        hi = self._read(f"SELECT ts FROM events{where} ORDER BY ts DESC LIMIT 1", args)
+        return float(lo[0][0]), float(hi[0][0])
+
+    def counts(self, filters: dict[str, Any] | None = None, since: float | None = None,
+               until: float | None = None, bucket_s: int = 3600, by: str = "kind"
+               ) -> list[tuple[int, str, str | None, int]]:
+        """Event counts per time bucket: [(bucket start (epoch s, a multiple of bucket_s),
+        kind, key, n)] in bucket order, where key is the direction ("in"/"out", None for other
+        kinds) when by="kind" and the class (label) when by="class". Same filters as review().
+        Buckets that are whole hours come from the hourly rollup table (counts_rollup=True):
+        the range is then taken in whole hours (since rounded down, until up to the hour);
+        shorter buckets count the events themselves."""
+        if by not in ("kind", "class"):
+            raise ValueError(f"by must be kind or class, got {by!r}")
+        b = int(bucket_s)
+        if b < 1:
+            raise ValueError("bucket_s must be >= 1")
+        key = "direction" if by == "kind" else "label"
+        if self.counts_rollup and b % 3600 == 0:
+            cond, args = [], []
+            for k, v in (filters or {}).items():
+                if k not in REVIEW_FILTERS:
+                    raise ValueError(f"unknown review filter {k!r}")
+                if v is not None and v != "":
+                    cond.append(f"{REVIEW_FILTERS[k]} = ?")
+                    args.append(EventKind(v).value if k == "kind" else str(v))
+            if since is not None:
+                cond.append("hour >= ?")
+                args.append(math.floor(float(since) / 3600))
+            if until is not None:
+                cond.append("hour < ?")
+                args.append(math.ceil(float(until) / 3600))
+            where = (" WHERE " + " AND ".join(cond)) if cond else ""
+            h = b // 3600
+            sql = (f"SELECT (hour / {h}) * {b} AS bucket, kind, NULLIF({key}, ''), SUM(n) AS c"
+                   f" FROM event_counts_hourly{where} GROUP BY bucket, kind, {key} HAVING c > 0 ORDER BY bucket")
+        else:
+            cond, args = self._review_where(filters or {}, since, until)
+            where = (" WHERE " + " AND ".join(cond)) if cond else ""
+            sql = (f"SELECT CAST(ts / {b} AS INTEGER) * {b} AS bucket, kind, {key}, COUNT(*) FROM events{where}"
+                   f" GROUP BY bucket, kind, {key} ORDER BY bucket")
+        return [(int(r[0]), str(r[1]), r[2], int(r[3])) for r in self._read(sql, args)]
+
+    def distinct(self, column: str, limit: int = 200) -> list[str]:
+        """The distinct non-null values of a review column (camera, kind, label, zone, line,
+        verdict), sorted, at most `limit`: one probe of the column's index per value (a skip
+        scan), not a scan of every event."""
+        if column not in REVIEW_FILTERS.values():
+            raise ValueError(f"not a review column: {column!r}")
+        out: list[str] = []
+        conn = self._acquire()
+        try:
+            r = conn.execute(f"SELECT {column} FROM events WHERE {column} IS NOT NULL "
+                             f"ORDER BY {column} LIMIT 1").fetchone()
+            while r is not None and len(out) < limit:
+                out.append(str(r[0]))
+                r = conn.execute(f"SELECT {column} FROM events WHERE {column} > ? "
+                                 f"ORDER BY {column} LIMIT 1", (r[0],)).fetchone()
+        finally:
+            self._release(conn)
         return out
 
     def get(self, event_id: int) -> Event | None:
