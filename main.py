@@ -350,6 +350,12 @@ def bench_multicam(a: argparse.Namespace) -> int:
     return EXIT_FAIL if res["errors"] else EXIT_OK
 
 
+def bench_store(a: argparse.Namespace) -> int:
+    from bench.store import benchmark
+    _emit(benchmark(a.events, a.days, a.rounds), a.json)
+    return EXIT_OK
+
+
 def bench_all(a: argparse.Namespace) -> int:
     from bench.all import PLAN, run_all
     names = [n for n in (a.only or list(PLAN)) if n not in a.skip]
@@ -495,6 +501,14 @@ def _add_bench_parsers(b: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="also write the JSON here")
     p.add_argument("--plot", help="write the throughput / RSS plot (PNG) here")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+
+    p = add("store", bench_store, "event store queries behind the review page (filtered pages, keyset "
+            "cursors, counts, facets) on synthetic events: p50/p95 ms per query type, and with the review "
+            "indexes dropped as the baseline")
+    p.add_argument("--events", type=_number(int, 1000, 10_000_000), default=100_000,
+                   help="synthetic events stored (default 100000)")
+    p.add_argument("--days", type=_number(float, 1, 3650), default=7.0, help="days they span (default 7)")
+    p.add_argument("--rounds", type=_number(int, 5, 10_000), default=40, help="timed calls per query type (default 40)")
 
     from bench.all import PLAN
     p = add("all", bench_all, "every benchmark, each in its own process, into one JSON file")
