@@ -318,6 +318,20 @@ def bench_tracker(a: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def bench_tracker_peers(a: argparse.Namespace) -> int:
+    from bench.tracker_peers import markdown, run
+    log = None if a.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+    try:
+        res = run(Path(a.data), a.repeats, a.venv_dir, a.only, log)
+    except (OSError, ValueError) as e:
+        print(f"main.py bench tracker-peers: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    if a.markdown:
+        print(markdown(res), file=sys.stderr)
+    _emit(res, a.json)
+    return EXIT_FAIL if any("error" in r for r in res["results"].values()) else EXIT_OK
+
+
 def bench_ocr(a: argparse.Namespace) -> int:
     from bench.ocr import run
     res = run(a.repeats, a.threads)
@@ -471,6 +485,17 @@ def _add_bench_parsers(b: argparse.ArgumentParser) -> None:
             "and with dHash on vtest")
     p.add_argument("--repeats", type=POSITIVE_INT, default=5, help="timed runs per measurement; median reported (default 5)")
     p.add_argument("--dhash-frames", type=POSITIVE_INT, default=300, help="vtest frames decoded for the dHash run (default 300)")
+    p.add_argument("--data", default=str(SHARED_DATA), help=f"shared data folder (default {SHARED_DATA})")
+
+    p = add("tracker-peers", bench_tracker_peers, "Vigil's tracker vs roboflow trackers (ByteTrack, "
+            "BoT-SORT, OC-SORT, C-BIoU, SORT) and norfair on the same MOT15 detections, same scorer, "
+            "TrackEval's HOTA next to Vigil's; peers run in their own venvs built from bench/peers/")
+    p.add_argument("--repeats", type=POSITIVE_INT, default=3, help="runs per tracker; median update rate (default 3)")
+    p.add_argument("--only", nargs="+", choices=["bytetrack", "botsort", "ocsort", "cbiou", "sort", "norfair"],
+                   help="peers to run (default all; Vigil always runs)")
+    p.add_argument("--venv-dir", help="where the peer venvs live (default $VIGIL_PEERS_DIR or ~/.cache/vigil/peers)")
+    p.add_argument("--markdown", action="store_true", help="also print the BENCHMARKS.md table on stderr")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.add_argument("--data", default=str(SHARED_DATA), help=f"shared data folder (default {SHARED_DATA})")
 
     p = add("ocr", bench_ocr, "tesserocr per text line (reused API vs fresh), pytesseract if present, "

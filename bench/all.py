@@ -36,6 +36,7 @@ PLAN: dict[str, tuple[list[str], list[str], list[str]]] = {
                   ["video/opencv/vtest.avi"]),
     "tracker": ([], ["--repeats", "3", "--dhash-frames", "150"],
                 ["mot/MOT15"]),
+    "tracker-peers": ([], ["--repeats", "1"], ["mot/MOT15/TUD-Stadtmitte/gt/gt.txt"]),
     "ocr": ([], ["--repeats", "2"], ["images/text/imageTextN.png"]),
     "overlay": ([], ["--frames", "100", "--repeats", "3"], []),
     "defects": ([], ["--seeds", "0", "1"], []),

@@ -16,7 +16,7 @@ def cli(*args, cwd=ROOT, timeout=300):
                           text=True, cwd=cwd, timeout=timeout)
 
 
-BENCH_NAMES = ["pipeline", "latency", "viewers", "detectors", "tracker", "ocr", "overlay",
+BENCH_NAMES = ["pipeline", "latency", "viewers", "detectors", "tracker", "tracker-peers", "ocr", "overlay",
                "defects", "all", "report", "soak"]
 
 
