@@ -462,6 +462,48 @@ def plot(res: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
+def markdown(res: dict[str, Any], plot_path: str | None = None) -> str:
+    """The BENCHMARKS.md section for one result: the table, the limit, RSS per camera, load."""
+    lim = res["inference_limit"]
+    lims = ", ".join(f"{x['when']} {x['images_per_s']} (load {x['load_avg_1m']})" for x in lim["rounds"])
+    lines = [
+        "## Many cameras (bench multicam)", "",
+        f"{len(res['cameras'])} steps of 1..{max(res['cameras'])} cameras of {res['input']}, "
+        f"{res['detector']}, the shipped server, no viewers; {res['seconds']} s measured after "
+        f"{res['warmup_s']} s warm-up per step, each step in a fresh process; {res['rounds']} "
+        f"round(s), medians. Machine: {res['machine'].get('cores')} cores, SHARED with other "
+        f"work: 1-minute load {res.get('load_avg_1m_start')} at the start, "
+        f"{res['machine'].get('load_avg_1m')} at the end; the `others` column is the cores "
+        "other processes used during the step.", "",
+        f"Pure-inference limit ({lim['rounds'][0]['workers']} processes x one single-threaded "
+        f"ONNX Runtime session, detect() on vtest frames): median **{lim['images_per_s']}** "
+        f"images/s ({lims}).", "",
+        "| mode | cameras | detections/s, all | per camera | x limit | per-camera min/max | "
+        "published/source, worst | latency p95 (ms) | detector ms p50 | CPU cores | others | RSS (MB) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for m in res["modes"]:
+        for n, v in sorted(res["results"][m]["steps"].items(), key=lambda kv: int(kv[0])):
+            lines.append(f"| {m} | {n} | {v['detect_fps_total']} | {v['detect_fps_per_camera']} | "
+                         f"{v['limit_ratio']} | {v['detect_fairness_min_over_max']} | "
+                         f"{v['published_over_source_min']} | {v['latency_p95_ms_median']} | "
+                         f"{v['detector_ms_p50_median']} | {v['cpu_cores']} | {v['others_cores']} | "
+                         f"{v['rss_mb']} |")
+    lines.append("")
+    for m in res["modes"]:
+        r = res["results"][m]["rss_per_extra_camera_mb"]
+        lines.append(f"RSS per extra camera, {m}: {r['slope_mb']} MB (least-squares slope), "
+                     f"{r['span_mb']} MB (first to last step).")
+    if "pool_over_per_camera" in res["results"]:
+        lines.append("Pool over per-camera detections/s: " + ", ".join(
+            f"{n} cameras {v}x" for n, v in res["results"]["pool_over_per_camera"].items()) + ".")
+    for note in res.get("notes", []):
+        lines.append(f"Note: {note}.")
+    if plot_path:
+        lines += ["", f"![multicam]({plot_path})"]
+    return "\n".join(lines) + "\n"
+
+
 def _main(argv: list[str]) -> int:
     """Subprocess entry points: `step N MODE SECONDS WARMUP [MODELS]`, `infer MODEL SECONDS`."""
     if argv and argv[0] == "step":
