@@ -54,6 +54,10 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; media-src 'self'; object-src 'none'; base-uri 'none'; "
        "form-action 'self'; frame-ancestors 'none'")
+# the event review page and its JSON (web/review.py): reading, so viewers
+ROUTE_ROLES.update({name: _R.VIEWER for name in (
+    "review", "api_review_events", "api_review_event", "api_review_facets", "api_review_export_csv",
+    "api_review_export_json", "api_event_counts")})
 NO_AUTH = auth.Principal("anonymous", auth.Role.ADMIN, "open")  # auth off: loopback, as before
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -580,6 +584,9 @@ def create_app(vigil: Vigil, stop_event: threading.Event | None = None) -> Flask
         resp = jsonify(body)
         resp.status_code = 200 if body["ready"] else 503
         return resp
+
+    from web.review import register_review  # the review page and its JSON (imports this module)
+    register_review(app, vigil)
 
     # ------------------------------------------------------------ errors
     @app.errorhandler(BadParam)
