@@ -113,10 +113,22 @@
   setInterval(pollAll, 1000);
   setInterval(pollSinks, 5000);
 
+  // the feed shows what a person cares about (lines, zones, parts, text, camera states);
+  // track start/end are kept too, hidden unless the toggle (remembered per browser) is on
+  const TRACK_KINDS = new Set(["track_started", "track_ended"]);
+  const FEED_MAX = 200;  // of each sort
+  const showTracks = document.getElementById("show-tracks");
+  showTracks.checked = window.localStorage.getItem("vigil.showTracks") === "1";
+  showTracks.addEventListener("change", () => {
+    window.localStorage.setItem("vigil.showTracks", showTracks.checked ? "1" : "0");
+    eventsEl.querySelectorAll("li.trk").forEach((li) => { li.hidden = !showTracks.checked; });
+  });
   const SNAPSHOT_KINDS = new Set(["line_crossed", "zone_enter", "defect_found", "part_passed", "part_unknown", "text_read", "track_started"]);
   function addEvent(ev) {
     const li = document.createElement("li");
     li.className = ev.kind;
+    const isTrack = TRACK_KINDS.has(ev.kind);
+    if (isTrack) { li.classList.add("trk"); li.hidden = !showTracks.checked; }
     const t = new Date(ev.ts * 1000).toLocaleTimeString();
     let what = "";
     if (ev.kind === "camera_state") what = `${ev.data.from} → ${ev.data.to} ${ev.data.message || ""}`;
@@ -134,9 +146,10 @@
     li.innerHTML = `<span class="t">${esc(t)}</span><span class="k">${esc(ev.kind)}</span>` +
       `<span class="c">${esc(ev.camera)}</span> ${esc(what)}${snap}${clip}`;
     eventsEl.prepend(li);
-    while (eventsEl.children.length > 200) eventsEl.lastChild.remove();
+    const same = eventsEl.querySelectorAll(isTrack ? "li.trk" : "li:not(.trk)");
+    for (let i = FEED_MAX; i < same.length; i++) same[i].remove();
   }
-  fetch("/api/events?limit=30").then((r) => r.json()).then((d) => (d.events || []).reverse().forEach(addEvent)).catch(() => {});
+  fetch("/api/events?limit=200").then((r) => r.json()).then((d) => (d.events || []).reverse().forEach(addEvent)).catch(() => {});
   const es = new EventSource("/api/events/stream");
   es.onopen = () => { connEl.textContent = "live"; connEl.className = "pill ok"; };
   es.onerror = () => { connEl.textContent = "reconnecting…"; connEl.className = "pill bad"; };
