@@ -1,8 +1,11 @@
 """Offline processing: every frame of a source, as fast as possible (no drops), through
 detector and tracker, to an annotated H.264 mp4, MOTChallenge tracks and a JSON summary.
 
-The frame loop is the live pipeline's (stream.frameloop.FrameStep) under the offline
-scheduler (InlineDetection: every frame in order, the detector inline on every Nth one).
+The frame loop is the live pipeline's (stream.frameloop.FrameStep), offline: every frame in
+order, each Nth one with its own detections. Decoded frames wait in order in a queue while a
+detections source yields (frame, detections) for the detector's frames in frame order; the
+frames between two of them are advanced without detections (the tracker predicts), exactly
+as a sequential loop would.
 
     python main.py process INPUT [--detector NAME] [--every-n N] [--max-frames N]
                            [--output annotated.mp4] [--tracks tracks.txt] [--json]
@@ -12,11 +15,14 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 import numpy as np
+
+from core.types import Detections, Frame
 
 log = logging.getLogger("vigil.process")
 
@@ -124,11 +130,21 @@ def _load_cfg(args: ProcessOptions):
         raise ConfigError(msg.replace("cameras[0].detector", "--detector")) from None
 
 
+def _detections(analyzer: Any, frames: Iterable[Frame], detect_s: list[float]
+                ) -> Iterator[tuple[Frame, Detections]]:
+    """(frame, detections) for every frame of `frames`, in order: the analyzer's detector run
+    inline, one frame at a time (the seconds of each run appended to `detect_s`)."""
+    for frame in frames:
+        t0 = time.perf_counter()
+        dets = analyzer.detect(frame)
+        detect_s.append(time.perf_counter() - t0)
+        yield frame, dets
+
+
 def run(args: ProcessOptions) -> dict[str, Any]:
     """Process every frame of args.input; returns the JSON summary."""
-    from core.types import Frame
     from stream.analyzer import build_analyzer
-    from stream.frameloop import FrameStep, InlineDetection
+    from stream.frameloop import FrameStep
     from stream.recorder import Mp4Writer
     from stream.errors import SourceError
     from stream.sources import open_source
@@ -154,48 +170,70 @@ def run(args: ProcessOptions) -> dict[str, Any]:
         evaluator = ConveyorEvaluator(analyzer.defects)
     writer = Mp4Writer(args.output, fps) if args.output else None
     rows: list[np.ndarray] = []
-    stage_s = {"decode": [], "detect": [], "track": [], "draw": [], "encode": []}
+    stage_s: dict[str, list[float]] = {"decode": [], "detect": [], "track": [], "draw": [], "encode": []}
     progress = _Progress(args.progress, max_frames)
     every = cam.detect_every
     step = FrameStep(analyzer)
-    detection = InlineDetection(analyzer, every)
-    n = 0
-    t_start = time.perf_counter()
-    try:
-        while max_frames is None or n < max_frames:
+    # every frame read waits here, in order, until the frame loop takes it; the detector's
+    # frames (every Nth) are also handed to the detections source, which may run ahead
+    pending: deque[Frame] = deque()
+
+    def read_frames() -> Iterator[Frame]:
+        """Decode every frame into `pending`; yield the ones the detector runs on."""
+        k = 0
+        while max_frames is None or k < max_frames:
             t0 = time.perf_counter()
             try:
                 img = src.read()
             except SourceError as e:
-                if n == 0:
+                if k == 0:
                     raise
-                log.warning("stopping at frame %d: %s", n, e)
-                break
+                log.warning("stopping at frame %d: %s", k, e)
+                return
             if img is None:
-                break
-            t1 = time.perf_counter()
-            frame = Frame(img, n, n / fps, "process")
-            updates = detection.updates(frame)
-            t2 = time.perf_counter()
-            tracks = step.advance(frame, updates)
-            if evaluator is not None:
-                evaluator.observe(n, src.truth(n), (frame.width, frame.height))
-            t3 = time.perf_counter()
-            stage_s["decode"].append(t1 - t0)
-            stage_s["track"].append(t3 - t2)
-            if len(tracks):
-                xyxy = tracks.xyxy.astype(np.float64)
-                rows.append(np.column_stack([
-                    np.full(len(tracks), n + 1), tracks.track_id, xyxy[:, 0], xyxy[:, 1],
-                    xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1], tracks.score]))
-            if writer is not None:
-                out = step.draw(frame, tracks)
-                t4 = time.perf_counter()
-                writer.write(out)
-                stage_s["draw"].append(t4 - t3)
-                stage_s["encode"].append(time.perf_counter() - t4)
-            n += 1
-            progress.update(n)
+                return
+            stage_s["decode"].append(time.perf_counter() - t0)
+            frame = Frame(img, k, k / fps, "process")
+            pending.append(frame)
+            k += 1
+            if frame.seq % every == 0:
+                yield frame
+
+    n = 0
+
+    def advance(frame: Frame, updates: list) -> None:
+        nonlocal n
+        t2 = time.perf_counter()
+        tracks = step.advance(frame, updates)
+        if evaluator is not None:
+            evaluator.observe(n, src.truth(n), (frame.width, frame.height))
+        t3 = time.perf_counter()
+        stage_s["track"].append(t3 - t2)
+        if len(tracks):
+            xyxy = tracks.xyxy.astype(np.float64)
+            rows.append(np.column_stack([
+                np.full(len(tracks), n + 1), tracks.track_id, xyxy[:, 0], xyxy[:, 1],
+                xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1], tracks.score]))
+        if writer is not None:
+            out = step.draw(frame, tracks)
+            t4 = time.perf_counter()
+            writer.write(out)
+            stage_s["draw"].append(t4 - t3)
+            stage_s["encode"].append(time.perf_counter() - t4)
+        n += 1
+        progress.update(n)
+
+    t_start = time.perf_counter()
+    try:
+        for det_frame, dets in _detections(analyzer, read_frames(), stage_s["detect"]):
+            # frames before the detector's one (every-n > 1) have no detections of their own
+            while pending and pending[0].seq < det_frame.seq:
+                advance(pending.popleft(), [])
+            frame = pending.popleft()
+            assert frame is det_frame, (frame.seq, det_frame.seq)
+            advance(frame, [(frame, dets)])
+        while pending:  # the frames after the detector's last one
+            advance(pending.popleft(), [])
         analyzer.finish()
     finally:
         progress.close(n)
@@ -204,7 +242,6 @@ def run(args: ProcessOptions) -> dict[str, Any]:
             writer.close()
         analyzer.close()
     elapsed = time.perf_counter() - t_start
-    stage_s["detect"] = detection.detect_s  # only frames the detector ran on
     if args.tracks:
         data = np.concatenate(rows) if rows else np.zeros((0, 7))
         write_mot(args.tracks, data)
