@@ -111,16 +111,20 @@
   }
   function fmtTime(ts) { return new Date(ts * 1000).toLocaleString(); }
 
+  let listSeq = 0, chartSeq = 0;  // a late answer to an older request is dropped
   async function loadList() {
     const q = query(state, [...FILTERS, "before"]);
     q.set("limit", "50");
     $("list-status").textContent = "loading…";
+    const seq = ++listSeq;
     let d;
     try { d = await getJson("/api/review/events?" + q); } catch (e) {
+      if (seq !== listSeq) return;
       $("list-status").textContent = "error: " + e.message;
       $("rows").innerHTML = "";
       return;
     }
+    if (seq !== listSeq) return;
     nextBefore = d.next_before;
     $("older").disabled = !nextBefore;
     const rows = d.events.map((ev) => {
@@ -288,15 +292,20 @@
   }
   async function loadChart() {
     const q = query(state, [...FILTERS, "bucket", "by"]);
+    const seq = ++chartSeq;
+    let data;
     try {
-      chartData = await getJson("/api/events/counts?" + q);
+      data = await getJson("/api/events/counts?" + q);
     } catch (e) {
+      if (seq !== chartSeq) return;
       chartData = null;
       $("chart-summary").textContent = "chart: " + e.message;
       drawChart();
       drawLegend();
       return;
     }
+    if (seq !== chartSeq) return;
+    chartData = data;
     const c = chartData;
     if (hidden === null || hidden.by !== c.by) {  // defaults: what a person counts
       const anyDefault = c.series.some((s) => DEFAULT_SERIES.test(s.key));
@@ -304,7 +313,7 @@
       hidden.by = c.by;
     }
     const total = c.series.reduce((a, s) => a + s.total, 0);
-    $("chart-summary").textContent = `${total} events in ${c.t.length} ${c.bucket} bucket${c.t.length === 1 ? "" : "s"}` +
+    $("chart-summary").textContent = `${total} event${total === 1 ? "" : "s"} in ${c.t.length} ${c.bucket} bucket${c.t.length === 1 ? "" : "s"}` +
       ` from ${new Date(c.since * 1000).toLocaleString()}` + (c.clamped ? " (the newest shown)" : "");
     drawLegend();
     drawChart();
