@@ -366,7 +366,7 @@ def bench_multicam(a: argparse.Namespace) -> int:
 
 def bench_store(a: argparse.Namespace) -> int:
     from bench.store import benchmark
-    _emit(benchmark(a.events, a.days, a.rounds), a.json)
+    _emit(benchmark(a.events, a.days, a.rounds, repeats=a.repeats), a.json)
     return EXIT_OK
 
 
@@ -534,6 +534,8 @@ def _add_bench_parsers(b: argparse.ArgumentParser) -> None:
                    help="synthetic events stored (default 100000)")
     p.add_argument("--days", type=_number(float, 1, 3650), default=7.0, help="days they span (default 7)")
     p.add_argument("--rounds", type=_number(int, 5, 10_000), default=40, help="timed calls per query type (default 40)")
+    p.add_argument("--repeats", type=_number(int, 1, 100), default=3,
+                   help="independent runs; medians of their percentiles (default 3)")
 
     from bench.all import PLAN
     p = add("all", bench_all, "every benchmark, each in its own process, into one JSON file")

@@ -40,7 +40,7 @@ PLAN: dict[str, tuple[list[str], list[str], list[str]]] = {
     "ocr": ([], ["--repeats", "2"], ["images/text/imageTextN.png"]),
     "overlay": ([], ["--frames", "100", "--repeats", "3"], []),
     "defects": ([], ["--seeds", "0", "1"], []),
-    "store": ([], ["--events", "20000", "--rounds", "10"], []),
+    "store": ([], ["--events", "20000", "--rounds", "10", "--repeats", "1"], []),
     "multicam": ([], ["--cameras", "1,4,16", "--seconds", "3", "--warmup", "3"], ["video/opencv/vtest.avi"]),
 }
 
