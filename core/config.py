@@ -55,7 +55,7 @@ PathStr = Annotated[str, BeforeValidator(_fspath)]  # a str in YAML; a str or a 
 # it with the same pattern (tests/unit/test_auth.py keeps the two in step)
 SECRET_HASH_RE = re.compile(r"^pbkdf2_sha256\$(\d{6,8})\$([A-Za-z0-9./+_-]{8,64})\$([A-Za-z0-9+/]{43}=)$")
 SECRET_HASH_ITERATIONS = (100_000, 10_000_000)
-SECRET_KEYS = frozenset({"token", "secret", "session_secret"})  # values never echoed in errors
+SECRET_KEYS = frozenset({"token", "secret", "session_secret", "password"})  # values never echoed in errors
 
 
 def _env_secret(v: str, what: str, info: ValidationInfo, lo: int = 8, hi: int = 256) -> None:
@@ -449,6 +449,100 @@ class EventsConfig(Section):
     webhooks: list[WebhookConfig] = Field(default_factory=list)
 
 
+# ---------------------------------------------------------------- mqtt
+_TOPIC_LEVEL = r"[A-Za-z0-9_.-]+"
+
+
+class MqttTlsConfig(Section):
+    enabled: bool = Field(False, description="connect over TLS (the usual port is 8883)")
+    ca_file: Optional[PathStr] = Field(None, description="CA certificates (PEM) that signed the "
+                                       "broker's certificate; null: the system's")
+    cert_file: Optional[PathStr] = Field(None, description="client certificate (PEM), for brokers "
+                                         "that authenticate clients by certificate")
+    key_file: Optional[PathStr] = Field(None, description="the client certificate's private key (PEM)")
+    insecure: bool = Field(False, description="accept any certificate and host name (testing only: "
+                                              "anyone on the path can read and change the traffic)")
+
+    @field_validator("ca_file", "cert_file", "key_file")
+    @classmethod
+    def _file(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and not Path(v).is_file():
+            raise ValueError(f"file not found: {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _pair(self) -> "MqttTlsConfig":
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("key_file needs cert_file")
+        return self
+
+
+class MqttConfig(Section):
+    """Events, camera states and counters to an MQTT broker (events/mqtt.py), with Home
+    Assistant discovery; optional commands (exposure / counters reset)."""
+    enabled: bool = Field(False, description="publish to the broker below")
+    host: str = Field("127.0.0.1", min_length=1, max_length=253, pattern=r"^[^\s/]+$",
+                      description="broker host name or address")
+    port: int = Field(1883, ge=1, le=65535, description="broker port (1883; 8883 with TLS)")
+    tls: MqttTlsConfig = Field(default_factory=MqttTlsConfig)
+    username: Optional[str] = Field(None, min_length=1, max_length=256, description="null: connect anonymously")
+    password: Optional[str] = Field(
+        None, min_length=1, max_length=1024,
+        description="'env:NAME' reads it from the environment at start (preferred), or the password itself")
+    client_id: str = Field("vigil", pattern=r"^[A-Za-z0-9_-]{1,64}$",
+                           description="MQTT client id, also the Home Assistant node id; unique per broker")
+    topic_prefix: str = Field("vigil", max_length=128, pattern=rf"^{_TOPIC_LEVEL}(/{_TOPIC_LEVEL})*$",
+                              description="topics are PREFIX/available, PREFIX/events, "
+                                          "PREFIX/CAMERA/state, PREFIX/CAMERA/counts/...")
+    qos: Literal[0, 1, 2] = Field(1, description="QoS of every message (0 can lose events when the "
+                                                 "connection drops; 1 resends until the broker acknowledges)")
+    retain: bool = Field(True, description="retain state and counter topics (a new subscriber gets the "
+                                           "last values at once); events are never retained")
+    kinds: list[str] = Field(default_factory=list, description="event kinds published on PREFIX/events; empty: all")
+    max_queue: int = Field(1000, ge=1, le=1_000_000, description="events waiting while the broker is "
+                                                                 "away; beyond it the oldest are dropped")
+    state_interval_s: float = Field(5.0, ge=0.2, le=3600, description="camera states and counters are "
+                                    "read this often (and soon after an event changes them); only "
+                                    "changed values are sent")
+    keepalive_s: int = Field(60, ge=5, le=3600, description="MQTT keepalive")
+    reconnect_min_s: float = Field(1.0, gt=0, le=600, description="first wait before reconnecting; "
+                                   "doubles up to reconnect_max_s")
+    reconnect_max_s: float = Field(60.0, gt=0, le=3600, description="longest wait between attempts")
+    discovery: bool = Field(True, description="publish Home Assistant MQTT discovery configs (a sensor per "
+                                              "camera state and counter)")
+    discovery_prefix: str = Field("homeassistant", max_length=128,
+                                  pattern=rf"^{_TOPIC_LEVEL}(/{_TOPIC_LEVEL})*$",
+                                  description="Home Assistant's discovery prefix")
+    commands: bool = Field(False, description="obey PREFIX/CAMERA/command (reset_exposure, reset_counters); "
+                                              "who may publish there is the broker's to decide (credentials, ACL)")
+
+    @field_validator("password")
+    @classmethod
+    def _password(cls, v: Optional[str], info: ValidationInfo) -> Optional[str]:
+        if v is not None and v.startswith("env:"):
+            _env_secret(v, "mqtt password", info, lo=1, hi=1024)
+        return v
+
+    @field_validator("kinds")
+    @classmethod
+    def _kinds(cls, v: list[str]) -> list[str]:
+        from core.types import EventKind
+        known = {k.value for k in EventKind}
+        bad = [k for k in v if k not in known]
+        if bad:
+            raise ValueError(f"unknown event kind(s) {', '.join(map(repr, bad))}; "
+                             f"one of {', '.join(sorted(known))}")
+        return v
+
+    @model_validator(mode="after")
+    def _checks(self) -> "MqttConfig":
+        if self.password is not None and self.username is None:
+            raise ValueError("password needs username")
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s must be >= reconnect_min_s")
+        return self
+
+
 # ---------------------------------------------------------------- cameras
 class ZoneConfig(Section):
     name: str = Field(min_length=1, max_length=64)
@@ -671,6 +765,7 @@ class VigilConfig(Section):
     exposure: ExposureConfig = Field(default_factory=ExposureConfig)
     events: EventsConfig = Field(default_factory=EventsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
 
     @model_validator(mode="after")
     def _unique_cameras(self) -> "VigilConfig":
