@@ -8,6 +8,7 @@ process or on another node.
     camera.frames(kind)           FrameFeed: the newest JPEG of a stream kind, at any width
     camera.snapshot(kind, width)  JpegFrame | None: the next frame (or the newest)
     camera.reset_exposure()       restart the long exposure
+    camera.reset_counters()       restart the line, zone and defect-watch counts
     camera.clip(name)             ClipFile | None: an event clip, ready or still recording
 """
 from __future__ import annotations
@@ -172,4 +173,5 @@ class Camera(Protocol):
     def snapshot(self, kind: StreamKind, width: int | None = None,
                  timeout: float = 2.0) -> JpegFrame | None: ...
     def reset_exposure(self) -> bool: ...
+    def reset_counters(self) -> bool: ...
     def clip(self, name: str) -> ClipFile | None: ...

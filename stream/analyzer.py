@@ -283,6 +283,20 @@ class Analyzer:
             out.update(ob.camera_counters())
         return out
 
+    def reset_counters(self) -> None:
+        """Counting starts again (MQTT command reset_counters): lines and zones forget their
+        counts and per-track sides (a track already inside a zone is counted again once it
+        has been seen inside confirm_frames times, as `appeared`), the defect watch its counts,
+        parts pending and learned references (a reference file stays). Detections and
+        confirmed tracks are totals of the camera's run and stay."""
+        with self._lock:
+            for ln in self.lines:
+                ln.reset(counts=True)
+            for z in self.zones:
+                z.reset(counts=True)
+            if self.defects is not None:
+                self.defects.reset()
+
     def counters_detail(self) -> dict[str, Any]:
         return {"lines": {ln.name: ln.counts() for ln in self.lines},
                 "zones": {z.name: z.counts() for z in self.zones}}

@@ -72,6 +72,10 @@ class LocalCamera:
         self._p.exposure.reset()
         return True
 
+    def reset_counters(self) -> bool:
+        self._p.analyzer.reset_counters()
+        return True
+
     def clip(self, name: str) -> ClipFile | None:
         clips = self._p.clips
         if clips is None:
@@ -106,6 +110,9 @@ class FailedCamera:
         return None
 
     def reset_exposure(self) -> bool:
+        return False
+
+    def reset_counters(self) -> bool:
         return False
 
     def clip(self, name: str) -> ClipFile | None:
