@@ -17,6 +17,10 @@ Schedulers (`updates(frame) -> [(Frame, Detections), ...]`):
   DetectorThread   live: every Nth frame handed to a detector in its own thread through a
                    one-slot mailbox (newest frame only, drops counted); returns the results
                    that are ready, each with the (older) frame it was computed on.
+  PooledDetection  live, with the node's detector pool (stream.pool): every Nth frame offered
+                   to the camera's pool client (the same newest-frame slot, drops counted; at
+                   most one request in flight); the pool's workers, shared by every camera,
+                   run the camera's detect (its own gate, the shared model); same contract.
 """
 from __future__ import annotations
 
@@ -34,7 +38,8 @@ from stream.overlay import StatusInfo, draw_overlay
 from stream.slot import LatestSlot
 from stream.stats import RateMeter
 
-__all__ = ["FrameStep", "InlineDetection", "DetectorThread", "StageCounters", "Update"]
+__all__ = ["FrameStep", "InlineDetection", "DetectorThread", "PooledDetection", "StageCounters",
+           "Update"]
 
 log = logging.getLogger("vigil.frameloop")
 
@@ -175,3 +180,47 @@ class DetectorThread:
             if len(self._results) == self._results.maxlen:
                 self.results_dropped += 1
             self._results.append((frame, dets))
+
+
+class PooledDetection:
+    """Live scheduler's detector side on a shared pool (stream.pool.DetectorPool): every Nth
+    frame is offered to the camera's pool client, whose one-slot mailbox (`slot`, a
+    LatestSlot: newer frames replace a waiting one, counted in `slot.dropped`) a pool worker
+    takes from when it is this camera's turn; finished results wait in the client (its
+    `results_dropped` counts those overwritten before the frame loop took them). Same
+    updates(frame) contract as DetectorThread; start() starts no thread of its own."""
+
+    def __init__(self, analyzer: Any, camera: str, client: Any, every: int = 1) -> None:
+        self.analyzer = analyzer
+        self.camera = camera
+        self.every = max(1, int(every))
+        self.client = client
+        self.slot: LatestSlot[Frame] = client.slot
+        self.stage: StageCounters = client.stage
+        self._frames = 0
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Nothing to start: the pool's workers serve this camera."""
+        return None
+
+    def stop(self) -> None:
+        """Leave the pool (a request in flight finishes; its result is not taken)."""
+        self.client.close()
+
+    @property
+    def results_dropped(self) -> int:
+        return self.client.results_dropped
+
+    @property
+    def dropped(self) -> int:
+        """Frames handed over that the detector never ran on, plus results lost unapplied."""
+        return self.slot.dropped + self.client.results_dropped
+
+    def updates(self, frame: Frame) -> list[Update]:
+        """Offer `frame` (every Nth one) to the pool; return the results ready now."""
+        k = self._frames
+        self._frames += 1
+        if k % self.every == 0 and self.analyzer.has_detector:
+            self.client.offer(frame, self.analyzer.detect)
+        return self.client.take()

@@ -302,8 +302,9 @@ def _child_main(conn: Any, spec: DetectorSpec) -> None:  # pragma: no cover - in
                 for old in blocks.values():
                     old.close()
                 blocks.clear()
+                # a spawned child shares the parent's resource tracker: the parent, which
+                # created the block, unlinks it once (attaching registers the same name again)
                 shm = shared_memory.SharedMemory(name=name)
-                _untrack(shm)
                 blocks[name] = shm
             img = np.ndarray(shape, dtype=np.dtype(dtype), buffer=shm.buf)
             t0 = time.perf_counter()
@@ -322,15 +323,6 @@ def _child_main(conn: Any, spec: DetectorSpec) -> None:  # pragma: no cover - in
         close = getattr(det, "close", None)
         if close is not None:
             close()
-
-
-def _untrack(shm: Any) -> None:
-    """The parent owns (and unlinks) every block; the child's resource tracker must not."""
-    try:
-        from multiprocessing import resource_tracker
-        resource_tracker.unregister(shm._name, "shared_memory")  # noqa: SLF001
-    except Exception:  # noqa: BLE001
-        pass
 
 
 class _ProcessModel:

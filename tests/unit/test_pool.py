@@ -123,3 +123,228 @@ def test_spec_builds_single_threaded_sections():
     over = spec.section.model_copy(update={"intra_op_threads": 1, "inter_op_threads": 1})
     assert DetectorSpec("yolo", over).key() != spec.key()
     assert DetectorSpec("yolo", YoloConfig()).key() == spec.key()
+
+
+def _drive(clients, seconds, period=0.002, start=0):
+    """Offer a new frame to every client every `period` seconds (cameras faster than the
+    pool); returns the number of frames offered to each."""
+    end = time.monotonic() + seconds
+    k = start
+    while time.monotonic() < end:
+        for c, fn in clients:
+            c.offer(Frame(np.zeros((8, 8, 3), np.uint8), k, time.monotonic(), c.name), fn)
+        k += 1
+        time.sleep(period)
+    return k - start
+
+
+def _job(pool, per_client_live, name):
+    def fn(frame):
+        with Sleeper.lock:
+            per_client_live[name] = per_client_live.get(name, 0) + 1
+            per_client_live["peak_" + name] = max(per_client_live.get("peak_" + name, 0),
+                                                  per_client_live[name])
+        try:
+            return pool.model.detect(frame)
+        finally:
+            with Sleeper.lock:
+                per_client_live[name] -= 1
+    return fn
+
+
+def test_round_robin_shares_equally_one_request_in_flight_and_drops_counted():
+    pool = DetectorPool(lambda: Sleeper(0.01), workers=2)
+    live: dict = {}
+    cs = [pool.client(f"c{i}") for i in range(3)]
+    try:
+        offered = _drive([(c, _job(pool, live, c.name)) for c in cs], 1.0)
+        time.sleep(0.1)
+        served = [c.served for c in cs]
+        st = pool.stats()
+    finally:
+        pool.close()
+    assert max(served) - min(served) <= 2, served                 # fair share
+    assert sum(served) > 30
+    for c in cs:
+        assert live["peak_" + c.name] == 1                       # never two in flight at once
+        # every frame offered was either served or replaced while waiting (newest only)
+        assert abs(offered - c.served - c.slot.dropped) <= 1, (offered, c.served, c.slot.dropped)
+        got = c.take()
+        assert len(got) + c.results_dropped == c.served           # results bounded, drops counted
+        assert all(d.frame_seq == f.seq for f, d in got)
+    assert set(st["cameras"]) == {"c0", "c1", "c2"}
+    assert abs(sum(v["share"] for v in st["cameras"].values()) - 1.0) < 0.02
+    assert st["workers"] == 2 and st["restarts"] == 0 and st["inference_ms_p50"] >= 10.0
+
+
+def test_weights_and_target_fps():
+    pool = DetectorPool(lambda: Sleeper(0.01), workers=1)
+    heavy, light, capped = pool.client("heavy", weight=2.0), pool.client("light"), \
+        pool.client("capped", max_fps=10)
+    live: dict = {}
+    try:
+        _drive([(c, _job(pool, live, c.name)) for c in (heavy, light, capped)], 1.2)
+    finally:
+        pool.close()
+    assert 1.6 <= heavy.served / light.served <= 2.5, (heavy.served, light.served)
+    assert 8 <= capped.served <= 14, capped.served                # ~10/s over 1.2 s
+
+
+def test_an_idle_camera_gets_no_burst_when_it_comes_back():
+    pool = DetectorPool(lambda: Sleeper(0.01), workers=1)
+    a, b = pool.client("a"), pool.client("b")
+    live: dict = {}
+    try:
+        _drive([(a, _job(pool, live, "a"))], 0.5)
+        a0 = a.served
+        _drive([(a, _job(pool, live, "a")), (b, _job(pool, live, "b"))], 0.5, start=10_000)
+    finally:
+        pool.close()
+    assert abs((a.served - a0) - b.served) <= 2, (a.served - a0, b.served)
+
+
+def test_stuck_worker_is_replaced_and_counted_while_other_cameras_go_on():
+    built = []
+
+    def factory():
+        d = Sleeper(0.005, stuck_on=3 if not built else None)  # the first detector hangs on seq 3
+        built.append(d)
+        return d
+
+    pool = DetectorPool(factory, workers=1, timeout_s=0.3)
+    a, b = pool.client("a"), pool.client("b")
+    live: dict = {}
+    try:
+        img = np.zeros((8, 8, 3), np.uint8)
+        fa = _job(pool, live, "a")
+        for k in range(6):  # a's seq 3 hangs its worker for 1.5 s
+            a.offer(Frame(img, k, 0.0, "a"), fa)
+            time.sleep(0.03)
+        t0 = time.monotonic()
+        served_b = []
+        fb = _job(pool, live, "b")
+        while time.monotonic() - t0 < 1.0:
+            b.offer(Frame(img, 100, 0.0, "b"), fb)
+            time.sleep(0.01)
+            served_b += b.take()
+        st = pool.stats()
+    finally:
+        pool.close()
+    assert st["restarts"] == 1 and st["timeouts"] == 1 and a.timeouts == 1
+    assert st["cameras"]["a"]["timeouts"] == 1 and st["cameras"]["a"]["errors"] == 1
+    assert len(served_b) >= 10      # served by the replacement worker well before 1.5 s
+    assert len(built) == 2 and st["workers"] == 1
+
+
+def test_batch_pushed_as_soon_as_every_camera_in_flight_handed_in():
+    det = Sleeper(0.001, batch_delay=0.01)
+    pool = DetectorPool(lambda: det, kind="batch", batch_window_ms=2000)
+    cs = [pool.client(f"c{i}") for i in range(4)]
+    img = np.zeros((8, 8, 3), np.uint8)
+    try:
+        t0 = time.monotonic()
+        for i, c in enumerate(cs):
+            c.offer(Frame(img, i, 0.0, c.name), pool.model.detect)
+        while sum(len(c._results) for c in cs) < 4 and time.monotonic() - t0 < 5:
+            time.sleep(0.005)
+        wall = time.monotonic() - t0
+        outs = [c.take() for c in cs]
+        # two of the four cameras have nothing new: the next batch does not wait for them
+        t1 = time.monotonic()
+        for i, c in enumerate(cs[:2]):
+            c.offer(Frame(img, 10 + i, 0.0, c.name), pool.model.detect)
+        while sum(len(c._results) for c in cs[:2]) < 2 and time.monotonic() - t1 < 5:
+            time.sleep(0.005)
+        wall2 = time.monotonic() - t1
+        st = pool.stats()
+    finally:
+        pool.close()
+    assert wall < 1.0 and wall2 < 1.0, (wall, wall2)   # far less than the 2 s window
+    assert det.batches == [4, 2], det.batches
+    for i, got in enumerate(outs):  # each camera got its own frame's detections
+        (f, d), = got
+        assert f.seq == i and int(d.xyxy[0, 0]) == i and d.frame_seq == i
+    assert st["batch_max"] == 4 and st["kind"] == "batch"
+
+
+def test_batch_window_does_not_wait_for_a_camera_still_in_its_gate():
+    det = Sleeper(0.001, batch_delay=0.005)
+    pool = DetectorPool(lambda: det, kind="batch", batch_window_ms=150)
+    cs = [pool.client(f"c{i}") for i in range(4)]
+    img = np.zeros((8, 8, 3), np.uint8)
+
+    def slow_gate(frame):  # this camera's own part (its gate) takes 1 s before the model
+        time.sleep(1.0)
+        return pool.model.detect(frame)
+
+    try:
+        t0 = time.monotonic()
+        for i, c in enumerate(cs):
+            c.offer(Frame(img, i, 0.0, c.name), slow_gate if i == 3 else pool.model.detect)
+        while sum(len(c._results) for c in cs[:3]) < 3 and time.monotonic() - t0 < 5:
+            time.sleep(0.002)
+        fast = time.monotonic() - t0
+        while len(cs[3]._results) < 1 and time.monotonic() - t0 < 5:
+            time.sleep(0.002)
+    finally:
+        pool.close()
+    assert 0.15 <= fast < 0.9, fast           # pushed after the window, not after the gate
+    # the slow camera's image came alone, after the others' batch (one batch of 3 on a quiet
+    # machine; a thread scheduled later than the window on a loaded one makes it two)
+    assert det.batches[-1] == 1 and sum(det.batches[:-1]) == 3, det.batches
+
+
+def test_batched_results_equal_single_results():
+    det = Sleeper(0.0, batch_delay=0.0)
+    pool = DetectorPool(lambda: det, kind="batch", batch_window_ms=5)
+    try:
+        batched = [(f.seq, d.xyxy.tolist(), d.frame_seq) for f, d in pool.map(frames(24), lookahead=8)]
+    finally:
+        pool.close()
+    single = [(f.seq, det.detect(f).xyxy.tolist(), f.seq) for f in frames(24)]
+    assert batched == single
+    assert max(det.batches) > 1
+
+
+def test_closed_pool_refuses_clients():
+    pool = DetectorPool(lambda: Sleeper(0.0), workers=1)
+    pool.close()
+    with pytest.raises(PoolError):
+        pool.client("late")
+    pool.close()  # idempotent
+
+
+@pytest.mark.timeout(180)
+def test_process_workers_share_memory_and_a_crashed_worker_restarts():
+    """Real HOG detectors in two worker processes: results equal the in-process detector's;
+    a killed worker process is restarted and counted, the pool goes on."""
+    from core.config import HogConfig
+    from detectors.hog import HogDetector
+    rng = np.random.default_rng(1)
+    img = (rng.random((240, 320, 3)) * 255).astype(np.uint8)
+    img[60:200, 130:180] = 30
+    fs = [Frame(img, k, k * 0.1, "cam") for k in range(4)]
+    ref = HogDetector(HogConfig())
+    want = [ref.detect(f).xyxy.tolist() for f in fs]
+    pool = DetectorPool(DetectorSpec("hog", HogConfig()), workers=2, kind="processes", timeout_s=30)
+    try:
+        got = [d.xyxy.tolist() for _, d in pool.map(fs, lookahead=2)]
+        assert got == want
+        victim = pool._workers[0].model.proc
+        victim.kill()
+        victim.join(5)
+        c = pool.client("cam")
+        results = []
+        t0 = time.monotonic()
+        k = 0
+        while len(results) < 4 and time.monotonic() - t0 < 120:
+            c.offer(Frame(img, 100 + k, 0.0, "cam"), pool.model.detect)
+            k += 1
+            time.sleep(0.05)
+            results += c.take()
+        st = pool.stats()
+    finally:
+        pool.close()
+    assert len(results) >= 4 and st["restarts"] == 1, st
+    assert all(d.xyxy.tolist() == want[0] for _, d in results)
+    assert st["workers"] == 2
