@@ -326,7 +326,7 @@ def create_app(vigil: Vigil, stop_event: threading.Event | None = None) -> Flask
         if refused is not None:
             return refused
         if principal is None:
-            if request.path == "/" and request.method == "GET":
+            if request.path in ("/", "/review") and request.method == "GET":  # the pages
                 return redirect("/login")
             resp = json_error(401, "authentication required (Bearer token, Basic password, or /login)")
             if request.headers.get("Sec-Fetch-Site") != "same-origin":

@@ -112,12 +112,19 @@ def _row(vigil: Vigil, r: dict[str, Any]) -> dict[str, Any]:
     return r
 
 
+def _cell(v: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula (OCR text and labels come from whatever
+    the camera sees) gets a leading apostrophe (OWASP's CSV-injection advice)."""
+    return "'" + v if isinstance(v, str) and v[:1] in ("=", "+", "-", "@", "\t", "\r") else v
+
+
 def _csv_row(r: dict[str, Any]) -> list[Any]:
     d = r.get("data") or {}
     box = r.get("box") or [None] * 4
     when = datetime.fromtimestamp(r["ts"], timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return [r["id"], when, repr(float(r["ts"])), r["camera"], r["kind"], r.get("track_id"), r.get("label"),
-            d.get("zone"), d.get("line"), d.get("direction"), d.get("verdict"), d.get("serial"), d.get("text"),
+    return [r["id"], when, repr(float(r["ts"])), r["camera"], r["kind"], r.get("track_id"), _cell(r.get("label")),
+            _cell(d.get("zone")), _cell(d.get("line")), d.get("direction"), d.get("verdict"), _cell(d.get("serial")),
+            _cell(d.get("text")),
             *box, r.get("frame_seq"), r.get("snapshot_url"), r.get("clip_url"),
             json.dumps(d, separators=(",", ":"), sort_keys=True)]
 

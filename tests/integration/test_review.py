@@ -251,3 +251,25 @@ def test_without_a_store_the_api_says_so(tmp_path):
         assert client.get("/review").status_code == 200
     finally:
         vigil.stop(timeout=1.0)
+
+
+def test_csv_cells_that_would_be_formulas_are_defused_and_the_page_asks_to_sign_in(tmp_path):
+    cfg = parse_config({"cameras": [{"name": "cross", "source": "synthetic:crossing", "detector": "none"}],
+                        "paths": {"data": str(tmp_path / "data")}, "server": {"token": "review-token-123"}})
+    vigil = Vigil(cfg)
+    try:
+        # OCR reads whatever the camera sees: a label made to run in a spreadsheet
+        vigil.store.put(Event(EventKind.TEXT_READ, "cross", ts=T0, label="=cmd", data={"text": "=HYPERLINK(\"x\")"}))
+        vigil.store.put(Event(EventKind.LINE_CROSSED, "cross", ts=T0 + 1, label="-car",
+                              data={"line": "@gate", "direction": "in"}))
+        client = create_app(vigil).test_client()
+        r = client.get("/review")
+        assert r.status_code == 302 and r.location.endswith("/login")
+        auth_h = {"Authorization": "Bearer review-token-123"}
+        rows = list(csv.DictReader(io.StringIO(client.get("/api/review/export.csv", headers=auth_h).get_data(as_text=True))))
+        assert [(x["class"], x["text"], x["line"]) for x in rows] == [("'-car", "", "'@gate"), ("'=cmd", "'=HYPERLINK(\"x\")", "")]
+        assert json.loads(rows[1]["data"])["text"] == "=HYPERLINK(\"x\")"  # the JSON column keeps the value
+        body = client.get("/api/review/export.json", headers=auth_h).get_json()
+        assert [e["label"] for e in body["events"]] == ["-car", "=cmd"]  # JSON is data, not defused
+    finally:
+        vigil.stop(timeout=1.0)
