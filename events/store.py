@@ -31,6 +31,12 @@ Design choices:
   so it does not trim on every check. New databases use `auto_vacuum=INCREMENTAL`, so freed
   pages are returned to the file system without a VACUUM; older files reuse their free pages.
 - Readers use a small pool of their own connections (WAL: readers never block the writer).
+- Review (review(), counts(), distinct(); the /review page): newest first by (ts, id) with a
+  keyset cursor, never OFFSET; the JSON fields it filters on are VIRTUAL generated columns
+  with (column, ts) indexes, and counts per hour come from a rollup table that triggers keep
+  in the events' own transactions (retention's deletes included). Both are added to an older
+  database when it is opened. Cost: the writer stores about a third fewer events per second
+  (7,400 -> 5,000/s in batches of 256 on the loaded 2-core box); `bench store` times the reads.
 """
 from __future__ import annotations
 
