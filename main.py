@@ -416,10 +416,14 @@ def bench_soak(a: argparse.Namespace) -> int:
     try:
         res = run(a.config, a.minutes, a.warmup_s, a.sample_s, viewers=a.viewers, log=log,
                   rss_tol_pct=a.rss_tol_pct, threads_tol=a.threads_tol, fds_tol=a.fds_tol,
-                  fps_tol=a.fps_tol)
+                  fps_tol=a.fps_tol, profile=a.profile, profile_frames=a.profile_frames,
+                  profile_top=a.profile_top, rtsp_restart_s=a.rtsp_restart_s)
     except ConfigError as e:
         print(str(e), file=sys.stderr)
         return EXIT_USAGE
+    except RuntimeError as e:  # --rtsp-restart-s without GStreamer's RTSP server
+        _err(str(e))
+        return EXIT_FAIL
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(res, indent=1) + "\n")
@@ -568,6 +572,16 @@ def _add_bench_parsers(b: argparse.ArgumentParser) -> None:
     p.add_argument("--threads-tol", type=_number(int, 0), default=2, help="thread growth allowed (default 2)")
     p.add_argument("--fds-tol", type=_number(int, 0), default=4, help="open-file growth allowed (default 4)")
     p.add_argument("--fps-tol", type=_number(float, 0, 1), default=0.10, help="fps dip allowed, a fraction (default 0.10)")
+    p.add_argument("--profile", action="store_true",
+                   help="tracemalloc snapshots (end of warm-up, middle, end): the allocation sites "
+                        "that grew most, in the JSON's profile (costs CPU and memory)")
+    p.add_argument("--profile-frames", type=_number(int, 1, 64), default=1,
+                   help="stack frames per allocation site with --profile (default 1: file:line)")
+    p.add_argument("--profile-top", type=_number(int, 1, 500), default=25,
+                   help="growing sites listed with --profile (default 25)")
+    p.add_argument("--rtsp-restart-s", type=_number(float, 0), default=0.0,
+                   help="add a camera on a real RTSP server (GStreamer) that is killed and "
+                        "restarted every this many seconds (default 0: none)")
     p.add_argument("--out", help="also write the JSON here")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 

@@ -10,6 +10,7 @@ import threading
 import time
 from typing import Callable, Optional, Protocol
 
+from core.memsize import approx_bytes
 from core.types import Event
 
 log = logging.getLogger("vigil.events")
@@ -96,6 +97,23 @@ class EventBus:
                     return []
                 self._cond.wait(rem)
             return [e for e in self._ring if (e.id or 0) > after_id]
+
+    @property
+    def sinks(self) -> tuple[Sink, ...]:
+        return tuple(self._sinks)
+
+    def memory_bytes(self) -> dict[str, int]:
+        """Bytes of the events in the ring (runtime/memory.py); at most ring_size of them."""
+        with self._cond:
+            items = list(self._ring)
+        return {"ring": approx_bytes(items)}
+
+    def memory_counts(self) -> dict[str, int]:
+        with self._cond:
+            return {"ring": len(self._ring)}
+
+    def memory_limits(self) -> dict[str, int]:
+        return {"ring": int(self._ring.maxlen or 0)}
 
     def close(self) -> None:
         with self._cond:

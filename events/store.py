@@ -891,6 +891,20 @@ class EventStore:
                 pass
         return {"db": db, "snapshots": int(self._snap_total)}
 
+    def memory_bytes(self) -> dict[str, int]:
+        """Bytes of the events (and snapshot JPEGs) waiting for the writer (runtime/memory.py)."""
+        from core.memsize import approx_bytes
+        with self._cond:
+            items = list(self._queue)
+        return {"queue": sum(approx_bytes((it.event, it.snapshot)) for it in items)}
+
+    def memory_counts(self) -> dict[str, int]:
+        with self._cond:
+            return {"queue": len(self._queue)}
+
+    def memory_limits(self) -> dict[str, int]:
+        return {"queue": self.max_queue}
+
     def stats(self) -> dict[str, int]:
         """commits, events (written), max_batch (largest transaction), queued, dropped (queue
         full), write_errors, id_conflicts, retention_deleted, retention_runs, snapshot_errors,

@@ -28,6 +28,7 @@ import urllib.request
 from typing import Any, Iterable, Mapping, Optional
 
 
+from core.memsize import approx_bytes
 from core.types import Event, EventKind, json_default
 from core.uri import redact_uri
 from events.sink_health import SinkHealth
@@ -126,6 +127,19 @@ class WebhookSink:
         with self._cond:
             queued = len(self._queue)
         return self.health.snapshot(queued=queued, max_queue=self.max_queue)
+
+    def memory_bytes(self) -> dict[str, int]:
+        """Bytes of the events waiting (runtime/memory.py); at most max_queue of them."""
+        with self._cond:
+            items = list(self._queue)
+        return {"queue": approx_bytes(items)}
+
+    def memory_counts(self) -> dict[str, int]:
+        with self._cond:
+            return {"queue": len(self._queue)}
+
+    def memory_limits(self) -> dict[str, int]:
+        return {"queue": self.max_queue}
 
     def close(self, timeout: float = 5.0) -> None:
         """Try to deliver what is queued within `timeout`, then stop; the rest counts as dropped."""

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.memsize import array_bytes
 from core.types import Frame
 from stream.recorder import Mp4Writer, RecorderError
 
@@ -36,12 +37,14 @@ class _Clip:
     last_seq: int
     queue: "queue.Queue[np.ndarray | None]"
     frames: int = 0
+    queued_bytes: int = 0  # frames waiting for the encoder (bounded by max_queue_mb)
 
 
 class ClipRecorder:
     def __init__(self, camera: str, folder: str | Path, pre_roll_s: float = 2.0, post_roll_s: float = 3.0,
                  max_clip_s: float = 30.0, max_ring_mb: float = 96.0, max_mb: float = 1000.0,
-                 retention_days: float = 30.0, fps: float | None = None, crf: int = 26) -> None:
+                 retention_days: float = 30.0, fps: float | None = None, crf: int = 26,
+                 max_queue_mb: float = 64.0) -> None:
         self.camera = camera
         self.folder = Path(folder) / camera
         self.pre_roll_s = float(pre_roll_s)
@@ -49,6 +52,13 @@ class ClipRecorder:
         self.max_clip_s = float(max_clip_s)
         self.max_ring_bytes = int(max_ring_mb * 2**20)
         self.max_bytes = int(max_mb * 2**20)
+        # frames waiting for the encoder: an encoder slower than the camera (a loaded machine)
+        # would otherwise queue the whole clip in memory; beyond this frames are left out of
+        # the clip (counted in frames_dropped), the camera never waits
+        self.max_queue_bytes = int(max_queue_mb * 2**20)
+        self.frames_dropped = 0
+        self._queued_bytes = 0  # over every clip still being encoded
+        self._encoding: dict[str, _Clip] = {}
         self.retention_s = float(retention_days) * 86400.0
         self.fps = fps
         self.crf = int(crf)
@@ -80,9 +90,18 @@ class ClipRecorder:
                 self._active = None
                 return
             if frame.seq > clip.last_seq:
-                clip.queue.put(frame.image)
                 clip.last_seq = frame.seq
-                clip.frames += 1
+                self._enqueue(clip, frame.image)
+
+    def _enqueue(self, clip: _Clip, image: np.ndarray) -> None:
+        """Hand a frame to the clip's encoder, or leave it out past max_queue_mb (lock held)."""
+        if self._queued_bytes + image.nbytes > self.max_queue_bytes:
+            self.frames_dropped += 1
+            return
+        clip.queued_bytes += image.nbytes
+        self._queued_bytes += image.nbytes
+        clip.queue.put(image)
+        clip.frames += 1
 
     # ------------------------------------------------------------ on an event
     def trigger(self, frame_ts: float, wall_ts: float | None = None) -> str:
@@ -95,15 +114,15 @@ class ClipRecorder:
             stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(wall_ts or time.time()))
             name = f"{self.camera}-{stamp}-{self.clips_started}.mp4"
             pre = list(self._ring)
-            q: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=1000)
+            q: queue.Queue[np.ndarray | None] = queue.Queue()  # bounded by max_queue_mb
             start = pre[0].ts if pre else frame_ts
             clip = _Clip(name, frame_ts + self.post_roll_s, start + self.max_clip_s,
                          pre[-1].seq if pre else -1, q)
             for f in pre:
-                q.put(f.image)
-                clip.frames += 1
+                self._enqueue(clip, f.image)
             self._active = clip
             self._writing.add(name)
+            self._encoding[name] = clip
             self.clips_started += 1
         fps = self.fps or _fps_of(pre) or 25.0
         t = threading.Thread(target=self._write, args=(clip, fps), name=f"clip-{self.camera}", daemon=True)
@@ -122,6 +141,9 @@ class ClipRecorder:
                     img = clip.queue.get(timeout=self.max_clip_s + self.post_roll_s + 10)
                     if img is None:
                         break
+                    with self._lock:
+                        clip.queued_bytes -= img.nbytes
+                        self._queued_bytes -= img.nbytes
                     w.write(img)
             if w.frames:
                 tmp.replace(self.folder / clip.name)
@@ -136,6 +158,9 @@ class ClipRecorder:
         finally:
             with self._lock:
                 self._writing.discard(clip.name)
+                self._encoding.pop(clip.name, None)
+                self._queued_bytes -= clip.queued_bytes  # frames a failed writer left behind
+                clip.queued_bytes = 0
             self._trim()
 
     def _trim(self) -> None:
@@ -179,10 +204,21 @@ class ClipRecorder:
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
 
+    def memory_bytes(self, seen: set[int] | None = None) -> dict[str, int]:
+        """Bytes held: the pre-roll ring (references to source frames, bounded by pre_roll_s
+        and max_ring_mb) and the frames queued for the clip encoders (bounded by max_queue_mb)."""
+        with self._lock:
+            ring = [f.image for f in self._ring]
+            queued = [a for c in self._encoding.values() for a in list(c.queue.queue)]
+        return {"ring": sum(array_bytes(a, seen) for a in ring),
+                "encoder_queue": sum(array_bytes(a, seen) for a in queued if a is not None)}
+
     def stats(self) -> dict:
         return {"started": self.clips_started, "written": self.clips_written, "errors": self.errors,
                 "ring_frames": len(self._ring), "ring_mb": round(self._ring_bytes / 2**20, 1),
-                "recording": self._active is not None, "last_error": self.last_error}
+                "recording": self._active is not None, "last_error": self.last_error,
+                "encoder_queue_mb": round(self._queued_bytes / 2**20, 1),
+                "frames_dropped": self.frames_dropped}
 
 
 def _fps_of(frames: list[Frame]) -> float | None:

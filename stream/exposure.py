@@ -33,6 +33,8 @@ import threading
 import cv2
 import numpy as np
 
+from core.memsize import array_bytes
+
 __all__ = ["LongExposure", "EXPOSURE_MODES"]
 
 log = logging.getLogger(__name__)
@@ -85,6 +87,13 @@ class LongExposure:
         self._cached: np.ndarray | None = None
         self._cached_at = -1
         self.effective_window = self.window
+
+    def memory_bytes(self, seen: set[int] | None = None) -> int:
+        """Bytes of the accumulator, the window ring and sum, the trails frame and the cached
+        image (bounded by max_memory_mb for the ring)."""
+        with self._lock:
+            arrays = (self._acc, self._sum, self._ring, self._last, self._cached)
+        return sum(array_bytes(a, seen) for a in arrays)
 
     def reset(self) -> None:
         """Forget everything; the next frame starts a new exposure."""

@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 
 from core.camera import JpegFrame
+from core.memsize import array_bytes
 
 __all__ = ["FrameHub", "Viewer", "MIN_WIDTH", "MAX_WIDTH"]
 
@@ -202,6 +203,21 @@ class FrameHub:
             })
         out["encodes_per_frame"] = {str(k): round(v, 4) for k, v in self.encodes_per_frame().items()}
         return out
+
+    def memory_bytes(self, seen: set[int] | None = None) -> dict[str, int]:
+        """Bytes held: the newest frame's image (by reference: counted once per `seen`) and
+        its cached JPEGs, one per width variant (at most max_variants: `jpeg_variants`)."""
+        with self._cond:
+            snap = self._snap
+            frames = [e.frame for e in self._cache.values() if e.frame is not None]
+        return {"frame": array_bytes(None if snap is None else snap.image, seen),
+                "jpeg": sum(len(f.data) for f in frames)}
+
+    @property
+    def jpeg_variants(self) -> int:
+        """Width variants of the newest frame cached now (encoded or being encoded)."""
+        with self._cond:
+            return len(self._cache)
 
     # ------------------------------------------------------------------ internals
     def _width_key(self, image: np.ndarray, width: int | None) -> int:

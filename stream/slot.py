@@ -4,6 +4,8 @@ from __future__ import annotations
 import threading
 from typing import Generic, Optional, TypeVar
 
+from core.memsize import approx_bytes
+
 T = TypeVar("T")
 
 
@@ -56,3 +58,9 @@ class LatestSlot(Generic[T]):
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def memory_bytes(self, seen: set[int] | None = None) -> int:
+        """Bytes of the item held (a Frame's image; see core.memsize)."""
+        with self._cond:
+            item = self._item
+        return approx_bytes(item, seen, max_depth=2)

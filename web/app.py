@@ -23,6 +23,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from core.camera import Camera, JpegFrame, StreamKind
 from core.types import EventKind
+from runtime import memory
 from runtime.vigil import Vigil
 from web import auth
 from web.metrics import Metrics
@@ -46,7 +47,7 @@ ROUTE_ROLES: dict[str, auth.Role] = {
     "stream": _R.VIEWER, "exposure_stream": _R.VIEWER, "snapshot": _R.VIEWER, "exposure_still": _R.VIEWER,
     "api_cameras": _R.VIEWER, "api_camera": _R.VIEWER, "api_tracks": _R.VIEWER, "api_sinks": _R.VIEWER,
     "api_events": _R.VIEWER, "api_event_snapshot": _R.VIEWER, "api_events_stream": _R.VIEWER,
-    "api_clip": _R.VIEWER, "api_me": _R.VIEWER,
+    "api_clip": _R.VIEWER, "api_me": _R.VIEWER, "api_memory": _R.VIEWER,
     "api_exposure_reset": _R.ADMIN, "api_auth_rotate": _R.ADMIN,
 }
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -471,6 +472,10 @@ def create_app(vigil: Vigil, stop_event: threading.Event | None = None) -> Flask
     @app.get("/api/sinks")
     def api_sinks():
         return jsonify({"sinks": vigil.sinks()})
+
+    @app.get("/api/memory")
+    def api_memory():
+        return jsonify(memory.collect(vigil))
 
     def _event_query() -> dict[str, Any]:
         camera = request.args.get("camera") or None

@@ -8,6 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from core.types import SourceState
+from runtime import memory
 
 STATES = tuple(s.value for s in SourceState)
 
@@ -76,6 +77,7 @@ class _Collector:
             sink_queue.add_metric([sk["kind"], sk["name"]], sk.get("queued", 0))
             sink_ok.add_metric([sk["kind"], sk["name"]], 1.0 if sk["healthy"] else 0.0)
         yield from (sink_events, sink_queue, sink_ok)
+        yield from _memory_families(v)
         s = self.streams
         if s is not None:
             open_ = GaugeMetricFamily("vigil_stream_slots_open",
@@ -88,6 +90,44 @@ class _Collector:
                                           "streams refused with 503 because every slot was taken")
             refused.add_metric([], s.refused)
             yield from (open_, limit, refused)
+
+
+def _memory_families(vigil) -> Iterator:
+    """The memory breakdown of runtime/memory.py: process figures and bytes per component part."""
+    rep = memory.collect(vigil)
+    p = rep["process"]
+    proc = GaugeMetricFamily("vigil_process_memory_bytes", "process memory: rss, and resident "
+                             "bytes by mapping kind from /proc/self/smaps (heap, anon, file, stack)",
+                             labels=["kind"])
+    if p.get("rss_bytes") is not None:
+        proc.add_metric(["rss"], p["rss_bytes"])
+    for kind, n in (p.get("smaps") or {}).items():
+        proc.add_metric([kind], n)
+    mal = GaugeMetricFamily("vigil_malloc_bytes", "glibc malloc statistics over every arena "
+                            "(mallinfo2): arena, in_use, free, mmap", labels=["kind"])
+    for kind in ("arena", "in_use", "free", "mmap"):
+        if p.get("malloc"):
+            mal.add_metric([kind], p["malloc"][kind])
+    parts = GaugeMetricFamily("vigil_memory_bytes", "bytes held by a component's buffers, queues "
+                              "and caches, by part (GET /api/memory)",
+                              labels=["component", "name", "part"])
+    counts = GaugeMetricFamily("vigil_memory_items", "items held by a component part (frames, "
+                               "events, JPEG width variants)", labels=["component", "name", "part"])
+    limits = GaugeMetricFamily("vigil_memory_limit", "configured cap of a component part (bytes "
+                               "for byte parts, items for counted ones)",
+                               labels=["component", "name", "part"])
+    for r in rep["components"]:
+        for fam, key in ((parts, "parts"), (counts, "counts"), (limits, "limits")):
+            for part, n in r[key].items():
+                fam.add_metric([r["component"], r["name"], part], n)
+    yield from (proc, mal, parts, counts, limits)
+    tr = rep.get("trim")
+    if tr:
+        trims = CounterMetricFamily("vigil_malloc_trims", "malloc_trim(0) calls (memory.trim_interval_s)")
+        trims.add_metric([], tr["trims"])
+        rel = CounterMetricFamily("vigil_malloc_trim_released_bytes", "RSS given back by malloc_trim")
+        rel.add_metric([], tr["released_bytes"])
+        yield from (trims, rel)
 
 
 class Metrics:

@@ -15,6 +15,7 @@ the end of the test.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -100,3 +101,49 @@ def test_soak_two_minutes(tmp_path, models_dir, samples_dir) -> None:
     if excused:
         pytest.xfail(f"published fps dipped only while other processes took the CPU "
                      f"(t, fps, others' cores): {excused}")
+
+
+# ------------------------------------------------------------------ --profile, a tiny run
+PROFILE_MINUTES, PROFILE_WARMUP_S, PROFILE_SAMPLE_S = 0.5, 10, 5
+
+
+@pytest.mark.timeout(150)
+def test_soak_profile_reports_growing_sites_and_the_breakdown(tmp_path, models_dir, samples_dir) -> None:
+    """`bench soak --profile` on a 30-s run: tracemalloc snapshots at the end of the warm-up, the
+    middle and the end, the sites that grew (file:line, size and count deltas) over the window
+    and its second half, and the memory breakdown in every sample with where the growth went."""
+    require((models_dir / "yolov3-tiny.onnx").is_file(),
+            f"{models_dir / 'yolov3-tiny.onnx'} missing: run `python main.py assets`")
+    out = tmp_path / "profile.json"
+    cmd = [sys.executable, str(ROOT / "main.py"), "bench", "soak", "--minutes", str(PROFILE_MINUTES),
+           "--warmup-s", str(PROFILE_WARMUP_S), "--sample-s", str(PROFILE_SAMPLE_S), "--viewers", "2",
+           "--profile", "--profile-top", "10", "--out", str(out), "--json", "--quiet"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=140)
+    assert out.is_file(), f"exit {proc.returncode}, no result; stderr:\n{proc.stderr[-3000:]}"
+    res = json.loads(out.read_text())
+    assert "error" not in res, res.get("error")
+    assert res["profiled"] is True
+    prof = res["profile"]
+    assert len(prof["snapshots_t"]) == 3
+    t0, tmid, t1 = prof["snapshots_t"]
+    assert PROFILE_WARMUP_S <= t0 < tmid < t1 <= PROFILE_MINUTES * 60 + PROFILE_SAMPLE_S
+    assert prof["traced_mb"] > 1 and prof["tracemalloc_overhead_mb"] > 0
+    for key in ("top_growth", "top_growth_second_half"):
+        rows = prof[key]
+        assert 1 <= len(rows) <= 10, rows
+        deltas = [r["size_delta_kb"] for r in rows]
+        assert deltas == sorted(deltas, reverse=True)
+        for r in rows:
+            assert re.fullmatch(r".+:\d+", r["site"]), r
+            assert isinstance(r["count_delta"], int) and r["size_kb"] >= 0
+        assert not any(r["site"].startswith("bench/soak.py") for r in rows)  # not its own records
+    # the breakdown in every sample, both cameras through the camera interface
+    for s in res["series"]:
+        mem = s["memory"]
+        assert mem["rss_mb"] > 50
+        assert {"camera:street", "camera:conveyor", "bus:events"} <= set(mem["components"])
+        assert mem["components"]["camera:street"]["capture_slot"] > 0.1  # one 640x272 frame: 0.5 MB
+    g = res["memory_growth"]
+    assert g["t"][0] >= PROFILE_WARMUP_S and set(g["rss_mb"]) == {"first", "last", "first_half", "second_half"}
+    assert set(g["smaps_mb"]) == {"heap", "anon", "file", "stack", "other"}
+    assert g["components_mb"], g
