@@ -118,6 +118,15 @@ def _queries(end_ts: float, days: float, ids: tuple[int, int]) -> dict[str, Call
         s, u = some_day(rng)
         return st.review({"verdict": "DEFECT"}, since=s, until=u, limit=50)
 
+    def no_tracks(st: EventStore, rng: random.Random) -> Any:
+        # the review page's default: everything but track start/end
+        return st.review({"not_kinds": ["track_started", "track_ended"]}, limit=50)
+
+    def no_tracks_day(st: EventStore, rng: random.Random) -> Any:
+        s, u = some_day(rng)
+        return st.review({"camera": rng.choice(CAMERAS), "not_kinds": ["track_started", "track_ended"]},
+                         since=s, until=u, limit=50)
+
     def rare_empty(st: EventStore, rng: random.Random) -> Any:
         # nothing matches (defects on a street camera within an hour): the worst case for a
         # filter that the index does not answer alone
@@ -159,6 +168,8 @@ def _queries(end_ts: float, days: float, ids: tuple[int, int]) -> dict[str, Call
         "page_camera_kind_class_day": combo,
         "page_zone_day": zone_day,
         "page_defects_day": defects_day,
+        "page_no_tracks": no_tracks,
+        "page_no_tracks_camera_day": no_tracks_day,
         "page_no_match_hour": rare_empty,
         "counts_day_by_hour": counts_day_hour,
         "counts_2h_by_minute_camera": counts_2h_minute,

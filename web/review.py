@@ -6,7 +6,8 @@ web.app.ROUTE_ROLES, all `viewer`):
 - `/review`: the page (web/templates/review.html, static/review.js, static/review.css).
 - `/api/review/events`: one page of stored events, newest first, filtered by `camera`, `kind`,
   `class`, `zone`, `line`, `verdict`, `since`, `until` (epoch seconds or ISO 8601; a time
-  without a zone is UTC), `limit` (1..500, default 50) and `before` (the cursor: the id of the
+  without a zone is UTC), `tracks` (0: leave out track_started / track_ended unless `kind`
+  names one; the page sends 0 unless its box is ticked; default 1), `limit` (1..500, default 50) and `before` (the cursor: the id of the
   last event of the previous page, as `next_before` gave it). Keyset paging: no OFFSET.
 - `/api/review/events/<id>`: one event with its snapshot and clip links.
 - `/api/review/facets`: the values the filters offer (cameras, kinds, classes, zones, lines,
@@ -39,6 +40,7 @@ from web.app import CAMERA_RE, EVENT_KINDS, BadParam, _num
 
 NAME_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,64}$")
 VERDICTS = ("PASS", "DEFECT", "UNKNOWN")
+TRACK_KINDS = ("track_started", "track_ended")  # left out with tracks=0 (the page's default)
 PAGE_MAX = 500
 EXPORT_MAX = 100_000
 EXPORT_PAGE = 1000
@@ -92,11 +94,16 @@ def review_filters() -> tuple[dict[str, Any], float | None, float | None]:
         if verdict.upper() not in VERDICTS:
             raise BadParam("verdict", f"one of {', '.join(VERDICTS)}")
         verdict = verdict.upper()
+    tracks = request.args.get("tracks") or "1"
+    if tracks not in ("0", "1"):
+        raise BadParam("tracks", "0 (leave out track_started / track_ended) or 1")
     since, until = _time("since"), _time("until")
     if since is not None and until is not None and until <= since:
         raise BadParam("until", "must be later than since")
     f = {"camera": camera, "kind": kind, "label": _text("class"), "zone": _text("zone"),
          "line": _text("line"), "verdict": verdict}
+    if tracks == "0" and kind is None:
+        f["not_kinds"] = TRACK_KINDS
     return {k: v for k, v in f.items() if v is not None}, since, until
 
 

@@ -80,6 +80,8 @@ def matches(e: Event, q: dict) -> bool:
             and (q.get("class") is None or e.label == q["class"]) and (q.get("zone") is None or d.get("zone") == q["zone"])
             and (q.get("line") is None or d.get("line") == q["line"])
             and (q.get("verdict") is None or d.get("verdict") == q["verdict"].upper())
+            and (q.get("tracks", 1) != 0 or q.get("kind") is not None
+                 or e.kind not in (EventKind.TRACK_STARTED, EventKind.TRACK_ENDED))
             and (since is None or e.ts >= float(since)) and (until is None or e.ts < float(until)))
 
 
@@ -105,7 +107,8 @@ def walk(client, q: dict, limit: int = 23) -> list[dict]:
 QUERIES = [{}, {"camera": "cross"}, {"kind": "line_crossed"}, {"class": "car"}, {"zone": "porch"}, {"line": "gate"},
            {"verdict": "defect"}, {"camera": "yard", "kind": "zone_enter", "class": "person"},
            {"since": T0 + 3600, "until": T0 + 2 * 3600 + 0.5}, {"kind": "part_passed", "since": T0 + 4000},
-           {"camera": "belt", "line": "gate"}]
+           {"camera": "belt", "line": "gate"}, {"tracks": 0}, {"tracks": 0, "camera": "cross", "since": T0 + 7000},
+           {"tracks": 0, "kind": "track_ended"}, {"tracks": 1, "camera": "yard"}]
 
 
 @pytest.mark.parametrize("q", QUERIES, ids=lambda q: ",".join(f"{k}={v}" for k, v in q.items()) or "all")
@@ -179,6 +182,12 @@ def test_counts_by_kind_and_class_with_the_defect_rate(env):
     ref = collections.Counter(e.label for e, _ in stored if matches(e, q))
     assert {s["key"]: s["total"] for s in c["series"]} == dict(ref)
     assert c["defect_rate"] is None
+    # tracks=0 (the page's default): no track series, the others unchanged
+    c0 = client.get("/api/events/counts", query_string={"bucket": "hour", "tracks": 0}).get_json()
+    c1 = client.get("/api/events/counts", query_string={"bucket": "hour"}).get_json()
+    keys0 = {s["key"]: s["values"] for s in c0["series"]}
+    assert not {"track_started", "track_ended"} & set(keys0)
+    assert keys0 == {s["key"]: s["values"] for s in c1["series"] if not s["key"].startswith("track_")}
     # auto: the matching events' span decides (5 h -> hours; one zone's 3 minutes -> minutes)
     assert client.get("/api/events/counts").get_json()["bucket"] == "hour"
     c = client.get("/api/events/counts", query_string={"since": T0, "until": T0 + 1800}).get_json()
@@ -210,6 +219,7 @@ def test_detail_facets_and_snapshot(env):
     ("/api/review/events", {"limit": 0}, "limit"),
     ("/api/review/events", {"limit": 501}, "limit"),
     ("/api/review/events", {"before": -3}, "before"),
+    ("/api/review/events", {"tracks": "no"}, "tracks"),
     ("/api/review/events", {"before": "x"}, "before"),
     ("/api/review/events", {"class": "x" * 65}, "class"),
     ("/api/review/events", {"zone": "a\nb"}, "zone"),

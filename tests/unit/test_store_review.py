@@ -57,6 +57,7 @@ def matches(e: Event, f: dict, since=None, until=None) -> bool:
             and (f.get("label") is None or e.label == f["label"]) and (f.get("zone") is None or d.get("zone") == f["zone"])
             and (f.get("line") is None or d.get("line") == f["line"])
             and (f.get("verdict") is None or d.get("verdict") == f["verdict"])
+            and e.kind.value not in f.get("not_kinds", ())
             and (since is None or e.ts >= since) and (until is None or e.ts < until))
 
 
@@ -74,7 +75,8 @@ def walk(st: EventStore, f: dict, limit: int, **kw) -> list[dict]:
 
 FILTERS = [{}, {"camera": "street"}, {"kind": "line_crossed"}, {"label": "car"}, {"zone": "yard"},
            {"line": "gate"}, {"verdict": "DEFECT"}, {"camera": "door", "kind": "zone_enter", "label": "person"},
-           {"camera": "belt", "zone": "yard"}]
+           {"camera": "belt", "zone": "yard"}, {"not_kinds": ["track_started", "camera_state"]},
+           {"camera": "street", "not_kinds": ["line_crossed"]}]
 
 
 @pytest.mark.parametrize("f", FILTERS, ids=lambda f: ",".join(f) or "none")
@@ -106,7 +108,7 @@ def test_a_cursor_whose_event_is_gone_continues_from_about_there(filled):
 @pytest.mark.parametrize("by", ["kind", "class"])
 def test_counts_rollup_equals_the_events_and_follows_deletes(filled, by):
     st, stored = filled
-    f = {"camera": "street"}
+    f = {"camera": "street", "not_kinds": ["track_started"]}
 
     def ref(bucket: int, evs, since=None, until=None):
         c = collections.Counter()
@@ -173,7 +175,8 @@ def test_span_and_distinct(filled):
                                      ({"verdict": "DEFECT"}, "ix_events_verdict_ts"),
                                      ({"label": "car"}, "ix_events_label_ts"),
                                      ({"camera": "door"}, "ix_events_camera_ts"),
-                                     ({"kind": "zone_enter"}, "ix_events_kind_ts")])
+                                     ({"kind": "zone_enter"}, "ix_events_kind_ts"),
+                                     ({"not_kinds": ["track_started", "track_ended"]}, "ix_events_ts")])
 def test_each_filter_is_an_index_search_without_a_sort(filled, f, index):
     st, _ = filled
     for kw in ({}, {"since": T0, "until": T0 + 3600, "before": 5}):

@@ -29,16 +29,19 @@
     const q = new URLSearchParams(window.location.search);
     const s = {};
     for (const k of [...FILTERS, "before", "bucket", "by"]) if (q.get(k)) s[k] = q.get(k);
+    if (q.get("tracks") === "1") s.tracks = "1";  // track start/end are left out unless asked for
     return s;
   }
-  function query(s, keys) {
+  function query(s, keys) {  // for the API: tracks=0 unless the box is ticked
     const q = new URLSearchParams();
     for (const k of keys) if (s[k] !== undefined && s[k] !== "") q.set(k, s[k]);
+    q.set("tracks", s.tracks === "1" ? "1" : "0");
     return q;
   }
   function toUrl(s, push) {
-    const q = query(s, [...FILTERS, "bucket", "by", "before"]).toString();
-    const url = "/review" + (q ? "?" + q : "");
+    const q = query(s, [...FILTERS, "bucket", "by", "before"]);
+    if (q.get("tracks") === "0") q.delete("tracks");  // the page's default stays out of the URL
+    const url = "/review" + (q.toString() ? "?" + q : "");
     if (push) window.history.pushState(null, "", url); else window.history.replaceState(null, "", url);
   }
   const pad = (n) => String(n).padStart(2, "0");
@@ -67,6 +70,7 @@
     $("f-place").value = place;
     $("f-since").value = localInput(parseTime(s.since));
     $("f-until").value = localInput(parseTime(s.until));
+    $("f-tracks").checked = s.tracks === "1";
     $("c-bucket").value = s.bucket || "auto";
     $("c-by").value = s.by || "kind";
   }
@@ -80,6 +84,7 @@
       const v = $("f-" + k).value;
       if (v) s[k] = new Date(v).toISOString().replace(".000Z", "Z");
     }
+    if ($("f-tracks").checked) s.tracks = "1";
     if ($("c-bucket").value !== "auto") s.bucket = $("c-bucket").value;
     if ($("c-by").value !== "kind") s.by = $("c-by").value;
     return s;
