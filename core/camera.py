@@ -10,7 +10,6 @@ process or on another node.
     camera.reset_exposure()       restart the long exposure
     camera.reset_counters()       restart the line, zone and defect-watch counts
     camera.clip(name)             ClipFile | None: an event clip, ready or still recording
-    camera.memory()               CameraMemory: bytes held by its buffers, by part
 """
 from __future__ import annotations
 
@@ -22,8 +21,7 @@ from typing import Any, ContextManager, Protocol, runtime_checkable
 from core.types import SourceState
 
 __all__ = ["StreamKind", "JpegFrame", "ClipFile", "StageStatus", "CaptureStatus", "CameraStatus",
-           "TrackInfo", "TrackList", "FrameFeed", "FrameViewer", "Camera", "CameraMemory",
-           "failed_status"]
+           "TrackInfo", "TrackList", "FrameFeed", "FrameViewer", "Camera", "failed_status"]
 
 
 class StreamKind(str, enum.Enum):
@@ -91,6 +89,10 @@ class CameraStatus:
     tracks: int = 0
     counters: dict[str, Any] = field(default_factory=dict)
     clips: dict[str, Any] | None = None
+    # the node's detector pool serving this camera (None: a detector of its own): kind, workers,
+    # busy, queue, inference_ms_p50/p95, batch_mean/max, restarts, timeouts; and under "camera"
+    # this camera's served, share, dropped, timeouts, in_flight
+    pool: dict[str, Any] | None = None
 
     @property
     def ready(self) -> bool:
@@ -122,26 +124,6 @@ class ClipFile:
     state: str  # "ready" | "recording"
     path: Path | None = None
     retry_after_s: float | None = None
-
-
-@dataclass(frozen=True)
-class CameraMemory:
-    """Bytes a camera's buffers hold, by part (capture_slot, overlay_hub.jpeg, clips.ring,
-    tracker, ...; each buffer counted once), with counts (JPEG width variants, ring frames)
-    and the configured caps (bytes or items) of the parts that have one."""
-
-    camera: str
-    parts: dict[str, int] = field(default_factory=dict)
-    counts: dict[str, int] = field(default_factory=dict)
-    limits: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def total(self) -> int:
-        return sum(self.parts.values())
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"bytes": self.total, "parts": dict(self.parts), "counts": dict(self.counts),
-                "limits": dict(self.limits)}
 
 
 @dataclass(frozen=True)
@@ -197,4 +179,3 @@ class Camera(Protocol):
     def reset_exposure(self) -> bool: ...
     def reset_counters(self) -> bool: ...
     def clip(self, name: str) -> ClipFile | None: ...
-    def memory(self) -> CameraMemory: ...

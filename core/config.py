@@ -674,8 +674,6 @@ class ClipsConfig(Section):
     post_roll_s: float = Field(3.0, ge=0, le=60)
     max_clip_s: float = Field(30.0, ge=1, le=600)
     max_ring_mb: float = Field(96.0, ge=1, le=4096, description="memory bound of the pre-roll ring")
-    max_queue_mb: float = Field(64.0, ge=1, le=4096, description="memory bound of the frames waiting "
-                                "for the clip encoder; beyond it frames are left out of the clip")
     max_mb: float = Field(1000.0, gt=0, le=1_000_000, description="disk bound of this camera's clips")
     crf: int = Field(26, ge=0, le=51, description="x264 quality (lower is better and bigger)")
 
@@ -725,6 +723,10 @@ class CameraConfig(Section):
     lines: list[LineConfig] = Field(default_factory=list, max_length=64)
     defect_watch: Optional[DefectWatchConfig] = Field(None, description="factory-line defect watch for this camera")
     clips: Optional[ClipsConfig] = Field(None, description="mp4 clips around chosen events")
+    detect_weight: float = Field(1.0, gt=0, le=100, description="this camera's share of the node's "
+                                 "detector pool when cameras compete for it, relative to the others")
+    detect_fps: Optional[float] = Field(None, gt=0, le=240, description="pool: at most this many "
+                                        "detector runs per second for this camera (null: no cap)")
 
     @field_validator("source")
     @classmethod
@@ -754,14 +756,33 @@ class CameraConfig(Section):
         return self
 
 
+class PoolConfig(Section):
+    """The node's detector pool (stream/pool.py): one per detector and model config, shared by
+    every camera using it; off, each camera runs its own detector in a thread of its own."""
+    enabled: bool = Field(True, description="share one pool of detectors among the cameras")
+    workers: Any = Field("auto", description="detectors per pool on CPU: auto (one per core) or "
+                         "1..256; each is single-threaded")
+    kind: Literal["auto", "threads", "processes", "batch"] = Field(
+        "auto", description="auto: batch on a GPU, else processes; threads: in this process; "
+                            "processes: worker processes fed through shared memory; batch: one "
+                            "session, frames of many cameras batched")
+    batch_window_ms: Optional[float] = Field(None, ge=0, le=1000, description="batch: push a batch "
+                                             "this long after its first frame (null: one frame "
+                                             "period of the fastest camera)")
+    max_batch: int = Field(16, ge=1, le=256, description="batch: most frames in one inference")
+    timeout_s: float = Field(10.0, gt=0, le=600, description="a request running longer marks its "
+                             "worker stuck: the request fails, the worker is replaced and counted")
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _workers(cls, v: Any) -> Any:
+        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 256):
+            return v
+        raise ValueError("expected auto or a whole number 1..256")
+
+
 class LoggingConfig(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-
-
-class MemoryConfig(Section):
-    """Process memory (runtime/memory.py): freed malloc memory given back to the system."""
-    trim_interval_s: float = Field(0.0, ge=0, le=3600, description="glibc malloc_trim(0) this "
-                                   "often (seconds; 0 = never)")
 
 
 class VigilConfig(Section):
@@ -773,8 +794,8 @@ class VigilConfig(Section):
     exposure: ExposureConfig = Field(default_factory=ExposureConfig)
     events: EventsConfig = Field(default_factory=EventsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
-    memory: MemoryConfig = Field(default_factory=MemoryConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    pool: PoolConfig = Field(default_factory=PoolConfig)
 
     @model_validator(mode="after")
     def _unique_cameras(self) -> "VigilConfig":

@@ -24,9 +24,9 @@ from core.types import Event, EventKind, SourceState
 from events.bus import EventBus
 from events.store import EventStore
 from events.webhook import WebhookSink
-from runtime.memory import MallocTrimmer
 from stream.camera import FailedCamera, LocalCamera
 from stream.pipeline import CameraPipeline
+from stream.pool import NodePools
 
 log = logging.getLogger("vigil.runtime")
 
@@ -55,19 +55,21 @@ class Vigil:
                 bus.add_sink(sink)
         self.bus = bus
         self.pipelines: dict[str, CameraPipeline] = {}  # runtime-internal: lifecycle only
+        # the node's detector pools, one per detector and model, shared by its cameras
+        self.pools = NodePools(cfg.pool, cfg)
         self.failed: dict[str, str] = {}
         self.cameras: dict[str, Camera] = {}  # every enabled camera, in config order
         self.started_at = time.time()
         self._stopped = threading.Event()
-        self.trimmer = MallocTrimmer(cfg.memory.trim_interval_s)  # runtime/memory.py
 
     def start(self) -> "Vigil":
-        self.trimmer.start()
         for cam in self.cfg.cameras:
             if not cam.enabled:
                 continue
             try:
-                p = CameraPipeline(cam, self.cfg, sink=self.bus.publish)
+                pool = self.pools.pool_for(cam)  # None: a detector of its own (or none)
+                p = CameraPipeline(cam, self.cfg, sink=self.bus.publish,
+                                   **({"pool": pool} if pool is not None else {}))
                 p.start()
                 self.pipelines[cam.name] = p
                 self.cameras[cam.name] = LocalCamera(p)
@@ -128,7 +130,6 @@ class Vigil:
         if self._stopped.is_set():
             return True
         self._stopped.set()
-        self.trimmer.stop()
         deadline = time.monotonic() + timeout
         ok = True
         for p in self.pipelines.values():  # close hubs first so viewers end at once
@@ -145,6 +146,7 @@ class Vigil:
         for t in threads:
             t.join(max(0.05, deadline - time.monotonic() + 0.2))
         ok = all(results.get(n, False) for n in self.pipelines)
+        self.pools.close(timeout=max(0.2, deadline - time.monotonic()))  # after the cameras left
         for wh in self.webhooks:
             wh.close(timeout=0.2)
         if self.store is not None:  # flush what the cameras emitted while stopping

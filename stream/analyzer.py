@@ -26,10 +26,12 @@ from trackers.tracker import Tracker
 log = logging.getLogger("vigil.analyzer")
 
 
-def build_camera_detector(cam: CameraConfig, cfg: VigilConfig) -> Detector:
+def build_camera_detector(cam: CameraConfig, cfg: VigilConfig, model: Detector | None = None) -> Detector:
     """The detector named by the camera, built from its config section (with the camera's
-    detector_params applied), gated by motion if asked."""
-    det = build_detector(cam.detector, cfg.detector_section(cam) if cam.detector != "none" else None)
+    detector_params applied), gated by motion if asked. `model` (the node's shared pool model,
+    stream.pool.PooledModel) stands for the detector when given: the gate stays the camera's."""
+    det = model if model is not None else \
+        build_detector(cam.detector, cfg.detector_section(cam) if cam.detector != "none" else None)
     if cam.gate != "none" and cam.detector not in ("none", "motion"):
         from detectors.motion import GatedDetector
         det = GatedDetector(det, build_detector("motion", cfg.detectors.motion),

@@ -19,17 +19,16 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from core.config import CameraConfig, VigilConfig
-from core.memsize import approx_bytes
 from core.types import Event, EventKind, Frame, SourceState, Tracks
 from detectors.base import Detector
-from stream.analyzer import Analyzer, build_analyzer
+from stream.analyzer import Analyzer, build_analyzer, build_camera_detector
 from stream.capture import Capture, ReconnectPolicy
 from stream.clips import ClipRecorder
 from stream.exposure import LongExposure
-from stream.frameloop import DetectorThread, FrameStep, StageCounters
+from stream.frameloop import DetectorThread, FrameStep, PooledDetection, StageCounters
 from stream.overlay import OverlayScene, StatusInfo, draw_overlay, grey_out
 from stream.sources import open_source
 from stream.stats import LatencyRing
@@ -44,11 +43,14 @@ __all__ = ["CameraPipeline", "StageCounters"]
 
 class CameraPipeline:
     def __init__(self, cam: CameraConfig, cfg: VigilConfig, sink: EventSink | None = None,
-                 detector: Detector | None = None) -> None:
+                 detector: Detector | None = None, pool: Any = None) -> None:
         self.cam = cam
         self.cfg = cfg
         self.name = cam.name
         self.sink = sink
+        self.pool = pool if detector is None else None  # stream.pool.DetectorPool, shared
+        if self.pool is not None:  # the camera's own gate around the node's shared model
+            detector = build_camera_detector(cam, cfg, model=self.pool.model)
         self.analyzer: Analyzer = build_analyzer(cam, cfg, detector=detector, emit=self._emit)
         self.overlay_hub = FrameHub(f"{cam.name}/overlay", quality=cfg.server.jpeg_quality)
         self.exposure_hub = FrameHub(f"{cam.name}/exposure", quality=cfg.server.jpeg_quality)
@@ -62,7 +64,12 @@ class CameraPipeline:
                 rc.initial_backoff_s, rc.max_backoff_s, rc.max_attempts, rc.jitter, rc.stall_timeout_s),
             pace=True, loop=cam.loop, fps_override=cam.fps, resize=resize, on_state=self._on_state)
         self.step = FrameStep(self.analyzer)
-        self.detection = DetectorThread(self.analyzer, cam.name, every=cam.detect_every)
+        self.detection: DetectorThread | PooledDetection
+        if self.pool is not None:
+            client = self.pool.client(cam.name, weight=cam.detect_weight, max_fps=cam.detect_fps)
+            self.detection = PooledDetection(self.analyzer, cam.name, client, every=cam.detect_every)
+        else:
+            self.detection = DetectorThread(self.analyzer, cam.name, every=cam.detect_every)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.detect_stage = self.detection.stage
@@ -81,7 +88,7 @@ class CameraPipeline:
             c = cam.clips
             self.clips = ClipRecorder(cam.name, Path(cfg.paths.data) / "clips", c.pre_roll_s, c.post_roll_s,
                                       c.max_clip_s, c.max_ring_mb, c.max_mb, cfg.events.retention_days,
-                                      fps=cam.fps, crf=c.crf, max_queue_mb=c.max_queue_mb)
+                                      fps=cam.fps, crf=c.crf)
             self._clip_kinds = frozenset(c.kinds)
 
     # ------------------------------------------------------------ lifecycle
@@ -96,7 +103,9 @@ class CameraPipeline:
     def start(self) -> "CameraPipeline":
         self.started_at = time.monotonic()
         self.capture.start()
-        self._threads.append(self.detection.start())
+        t = self.detection.start()  # a thread of its own unless the node's pool serves it
+        if t is not None:
+            self._threads.append(t)
         t = threading.Thread(target=self._process_loop, name=f"process-{self.name}", daemon=True)
         t.start()
         self._threads.append(t)
@@ -206,28 +215,14 @@ class CameraPipeline:
         draw_overlay(img, OverlayScene(status=self.status(state), banner=banner))
         self.overlay_hub.publish(img, frame.seq, frame.ts, frame.wall_ts)
 
-    def memory_bytes(self) -> dict[str, int]:
-        """Bytes held by this camera's buffers, by part (runtime/memory.py): each buffer is
-        counted once, where it is met first (a frame in the capture slot and the clip ring
-        counts for the slot)."""
-        seen: set[int] = set()
-        a = self.analyzer
-        out = {"capture_slot": self.capture.slot.memory_bytes(seen),
-               "detector_slot": self.detection.slot.memory_bytes(seen),
-               "latest_frame": approx_bytes(self.latest_frame, seen, max_depth=2)}
-        for kind, hub in (("overlay_hub", self.overlay_hub), ("exposure_hub", self.exposure_hub)):
-            for part, n in hub.memory_bytes(seen).items():
-                out[f"{kind}.{part}"] = n
-        out["exposure"] = self.exposure.memory_bytes(seen)
-        if self.clips is not None:
-            for part, n in self.clips.memory_bytes(seen).items():
-                out[f"clips.{part}"] = n
-        out["tracker"] = approx_bytes(a.tracker, seen)
-        out["tracks"] = approx_bytes(self.latest_tracks, seen)
-        out["observers"] = approx_bytes((a.lines, a.zones), seen)
-        if a.defects is not None:
-            out["defect_watch"] = approx_bytes(a.defects, seen)
-        return out
+    def pool_status(self) -> dict[str, Any] | None:
+        """The shared pool serving this camera (queue, busy workers, inference ms, batch sizes,
+        restarts) and this camera's place in it (share, drops, timeouts); None without one."""
+        if self.pool is None:
+            return None
+        st = self.pool.stats()
+        mine = st.pop("cameras").get(self.name) or {}
+        return {**st, "camera": mine}
 
     @property
     def results_dropped(self) -> int:

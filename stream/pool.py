@@ -52,7 +52,7 @@ from stream.frameloop import StageCounters, Update
 from stream.slot import LatestSlot
 from stream.stats import RateMeter
 
-__all__ = ["DetectorSpec", "DetectorPool", "PoolClient", "PooledModel", "PoolError",
+__all__ = ["DetectorSpec", "DetectorPool", "NodePools", "PoolClient", "PooledModel", "PoolError",
            "WorkerStuck", "default_workers"]
 
 log = logging.getLogger("vigil.pool")
@@ -327,9 +327,9 @@ def _child_main(conn: Any, spec: DetectorSpec) -> None:  # pragma: no cover - in
 
 class _ProcessModel:
     """A worker process and the shared-memory block its images go through (grown when a
-    larger image comes)."""
+    larger image comes). The constructor starts the process; ready() waits for its detector."""
 
-    def __init__(self, pool: "DetectorPool") -> None:
+    def __init__(self, pool: "DetectorPool", wait: bool = True) -> None:
         self.pool = pool
         ctx = mp.get_context("spawn")  # never fork a process that runs threads
         self.conn, child = ctx.Pipe()
@@ -338,6 +338,12 @@ class _ProcessModel:
         self.proc.start()
         child.close()
         self.shm: Any = None
+        self.name, self.class_names = pool.name, []
+        if wait:
+            self.ready()
+
+    def ready(self) -> "_ProcessModel":
+        pool = self.pool
         if not self.conn.poll(pool.start_timeout_s):
             self.kill()
             raise PoolError(f"pool {pool.name}: worker process did not start in "
@@ -351,6 +357,7 @@ class _ProcessModel:
             self.kill()
             raise PoolError(f"pool {pool.name}: worker process failed: {msg[1]}")
         self.name, self.class_names = msg[1], msg[2]
+        return self
 
     def __call__(self, frame: Any) -> Detections:
         from multiprocessing import shared_memory
@@ -613,26 +620,31 @@ class DetectorPool:
         self._workers: list[Any] = []
         self._batcher: _Batcher | None = None
         # the model's name and classes, from a probe detector (the first worker's, in threads)
-        if kind == "processes":
-            probe = _ProcessModel(self)
-            det_name, classes = probe.name, probe.class_names
-            first: Any = probe
+        prebuilt: list[Any] = []
+        if kind == "processes":  # started side by side, then waited for
+            procs = [_ProcessModel(self, wait=False) for _ in range(self.n_workers)]
+            try:
+                prebuilt = [m.ready() for m in procs]
+            except Exception:
+                for m in procs:
+                    m.kill()
+                raise
+            det_name, classes = prebuilt[0].name, prebuilt[0].class_names
         else:
-            first = None
             det = factory()
             det_name = getattr(det, "name", self.name)
             classes = list(getattr(det, "class_names", []) or [])
             if kind == "batch":
                 self._init_batcher(det)
             else:
-                first = _ThreadModel(self, det)
+                prebuilt = [_ThreadModel(self, det)]
         self.model = PooledModel(self, det_name, classes)
         if kind == "batch":
             for i in range(max(self.n_workers, 4)):
                 self._start_job_thread()
         else:
             for i in range(self.n_workers):
-                self._start_worker(i, first if i == 0 else None)
+                self._start_worker(i, prebuilt[i] if i < len(prebuilt) else None)
         self._watchdog = threading.Thread(target=self._watch, name=f"pool-{self.name}-watch", daemon=True)
         self._watchdog.start()
         log.info("pool %s: %s x %d (%s)", self.name, kind, self.n_workers if kind != "batch" else 1,
@@ -979,3 +991,78 @@ class DetectorPool:
             if isinstance(m, _ProcessModel) and w.thread.is_alive():
                 m.kill()
         self._watchdog.join(0.5)
+
+
+# ------------------------------------------------------------------------------ per node
+# detectors that keep state per camera (a background model) or do nothing are never pooled
+UNPOOLED = frozenset({"none", "motion"})
+
+
+def _on_gpu(section: Any) -> bool:
+    """True when the section's ONNX Runtime providers would put it on a GPU."""
+    providers = getattr(section, "providers", None)
+    if providers is None or providers == "cpu":
+        return False
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return False
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+class NodePools:
+    """The node's pools (runtime/vigil.py holds one): a DetectorPool per detector kind and
+    resolved config section, built when the first camera using it starts, shared by the rest.
+    `pool_for(cam)` is None when pooling is off or the camera's detector is not pooled."""
+
+    # what `kind: auto` picks on CPU (measured: see README, Detector pool)
+    CPU_KIND = "processes"
+
+    def __init__(self, pool_cfg: Any, cfg: Any) -> None:
+        self.pcfg = pool_cfg
+        self.cfg = cfg
+        self._pools: dict[tuple[str, str], DetectorPool] = {}
+        self._lock = threading.Lock()
+
+    def kind_for(self, section: Any) -> str:
+        kind = self.pcfg.kind
+        if kind != "auto":
+            return kind
+        return "batch" if _on_gpu(section) else self.CPU_KIND
+
+    def workers(self) -> int:
+        w = self.pcfg.workers
+        return default_workers() if w == "auto" else int(w)
+
+    def pool_for(self, cam: Any) -> DetectorPool | None:
+        if not self.pcfg.enabled or cam.detector in UNPOOLED:
+            return None
+        section = self.cfg.detector_section(cam)
+        spec = DetectorSpec(cam.detector, section)
+        key = spec.key()
+        with self._lock:
+            pool = self._pools.get(key)
+            if pool is None:
+                kind = self.kind_for(section)
+                pool = DetectorPool(spec, workers=self.workers(), kind=kind,
+                                    name=f"{cam.detector}-{len(self._pools) + 1}",
+                                    timeout_s=self.pcfg.timeout_s,
+                                    batch_window_ms=self.pcfg.batch_window_ms,
+                                    max_batch=self.pcfg.max_batch)
+                self._pools[key] = pool
+            return pool
+
+    @property
+    def pools(self) -> list[DetectorPool]:
+        with self._lock:
+            return list(self._pools.values())
+
+    def stats(self) -> list[dict[str, Any]]:
+        return [p.stats() for p in self.pools]
+
+    def close(self, timeout: float = 2.0) -> None:
+        for p in self.pools:
+            try:
+                p.close(timeout)
+            except Exception:  # noqa: BLE001
+                log.exception("closing pool %s", p.name)
