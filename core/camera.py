@@ -10,6 +10,7 @@ process or on another node.
     camera.reset_exposure()       restart the long exposure
     camera.reset_counters()       restart the line, zone and defect-watch counts
     camera.clip(name)             ClipFile | None: an event clip, ready or still recording
+    camera.memory()               CameraMemory: bytes held by its buffers, by part
 """
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from typing import Any, ContextManager, Protocol, runtime_checkable
 from core.types import SourceState
 
 __all__ = ["StreamKind", "JpegFrame", "ClipFile", "StageStatus", "CaptureStatus", "CameraStatus",
-           "TrackInfo", "TrackList", "FrameFeed", "FrameViewer", "Camera", "failed_status"]
+           "TrackInfo", "TrackList", "FrameFeed", "FrameViewer", "Camera", "CameraMemory",
+           "failed_status"]
 
 
 class StreamKind(str, enum.Enum):
@@ -127,6 +129,26 @@ class ClipFile:
 
 
 @dataclass(frozen=True)
+class CameraMemory:
+    """Bytes a camera's buffers hold, by part (capture_slot, overlay_hub.jpeg, clips.ring,
+    tracker, ...; each buffer counted once), with counts (JPEG width variants, ring frames)
+    and the configured caps (bytes or items) of the parts that have one."""
+
+    camera: str
+    parts: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    limits: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.parts.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"bytes": self.total, "parts": dict(self.parts), "counts": dict(self.counts),
+                "limits": dict(self.limits)}
+
+
+@dataclass(frozen=True)
 class TrackInfo:
     track_id: int
     class_id: int
@@ -179,3 +201,4 @@ class Camera(Protocol):
     def reset_exposure(self) -> bool: ...
     def reset_counters(self) -> bool: ...
     def clip(self, name: str) -> ClipFile | None: ...
+    def memory(self) -> CameraMemory: ...

@@ -674,6 +674,8 @@ class ClipsConfig(Section):
     post_roll_s: float = Field(3.0, ge=0, le=60)
     max_clip_s: float = Field(30.0, ge=1, le=600)
     max_ring_mb: float = Field(96.0, ge=1, le=4096, description="memory bound of the pre-roll ring")
+    max_queue_mb: float = Field(64.0, ge=1, le=4096, description="memory bound of the frames waiting "
+                                "for the clip encoder; beyond it frames are left out of the clip")
     max_mb: float = Field(1000.0, gt=0, le=1_000_000, description="disk bound of this camera's clips")
     crf: int = Field(26, ge=0, le=51, description="x264 quality (lower is better and bigger)")
 
@@ -785,6 +787,12 @@ class LoggingConfig(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
+class MemoryConfig(Section):
+    """Process memory (runtime/memory.py): freed malloc memory given back to the system."""
+    trim_interval_s: float = Field(0.0, ge=0, le=3600, description="glibc malloc_trim(0) this "
+                                   "often (seconds; 0 = never)")
+
+
 class VigilConfig(Section):
     server: ServerConfig = Field(default_factory=ServerConfig)
     paths: PathsConfig = Field(default_factory=PathsConfig)
@@ -794,6 +802,7 @@ class VigilConfig(Section):
     exposure: ExposureConfig = Field(default_factory=ExposureConfig)
     events: EventsConfig = Field(default_factory=EventsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    memory: MemoryConfig = Field(default_factory=MemoryConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     pool: PoolConfig = Field(default_factory=PoolConfig)
 

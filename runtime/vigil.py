@@ -24,6 +24,7 @@ from core.types import Event, EventKind, SourceState
 from events.bus import EventBus
 from events.store import EventStore
 from events.webhook import WebhookSink
+from runtime.memory import MallocTrimmer
 from stream.camera import FailedCamera, LocalCamera
 from stream.pipeline import CameraPipeline
 from stream.pool import NodePools
@@ -61,8 +62,10 @@ class Vigil:
         self.cameras: dict[str, Camera] = {}  # every enabled camera, in config order
         self.started_at = time.time()
         self._stopped = threading.Event()
+        self.trimmer = MallocTrimmer(cfg.memory.trim_interval_s)  # runtime/memory.py
 
     def start(self) -> "Vigil":
+        self.trimmer.start()
         for cam in self.cfg.cameras:
             if not cam.enabled:
                 continue
@@ -130,6 +133,7 @@ class Vigil:
         if self._stopped.is_set():
             return True
         self._stopped.set()
+        self.trimmer.stop()
         deadline = time.monotonic() + timeout
         ok = True
         for p in self.pipelines.values():  # close hubs first so viewers end at once

@@ -6,8 +6,8 @@ import dataclasses
 
 import numpy as np
 
-from core.camera import (CameraStatus, CaptureStatus, ClipFile, FrameFeed, JpegFrame, StageStatus,
-                         StreamKind, TrackInfo, TrackList, failed_status)
+from core.camera import (CameraMemory, CameraStatus, CaptureStatus, ClipFile, FrameFeed, JpegFrame,
+                         StageStatus, StreamKind, TrackInfo, TrackList, failed_status)
 from core.uri import redact_uri
 from stream.pipeline import CameraPipeline
 
@@ -87,6 +87,19 @@ class LocalCamera:
         left = clips.recording_left_s(name, None if current is None else current.ts)
         return None if left is None else ClipFile(name, "recording", retry_after_s=round(left, 1))
 
+    def memory(self) -> CameraMemory:
+        p = self._p
+        counts = {f"{k.value}_hub.jpeg_variants": f.jpeg_variants for k, f in self._feeds.items()}
+        limits = {f"{k.value}_hub.jpeg_variants": f.max_variants for k, f in self._feeds.items()}
+        if p.clips is not None:
+            st = p.clips.stats()
+            counts["clips.ring_frames"] = st["ring_frames"]
+            counts["clips.frames_dropped"] = st["frames_dropped"]
+            limits["clips.ring"] = p.clips.max_ring_bytes
+            limits["clips.encoder_queue"] = p.clips.max_queue_bytes
+        counts["tracker.tracks"] = len(p.latest_tracks)
+        return CameraMemory(self.name, p.memory_bytes(), counts, limits)
+
 
 class FailedCamera:
     """A configured camera whose pipeline could not even be built (missing model file, bad
@@ -117,3 +130,6 @@ class FailedCamera:
 
     def clip(self, name: str) -> ClipFile | None:
         return None
+
+    def memory(self) -> CameraMemory:
+        return CameraMemory(self.name)

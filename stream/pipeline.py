@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from core.config import CameraConfig, VigilConfig
+from core.memsize import approx_bytes
 from core.types import Event, EventKind, Frame, SourceState, Tracks
 from detectors.base import Detector
 from stream.analyzer import Analyzer, build_analyzer, build_camera_detector
@@ -88,7 +89,7 @@ class CameraPipeline:
             c = cam.clips
             self.clips = ClipRecorder(cam.name, Path(cfg.paths.data) / "clips", c.pre_roll_s, c.post_roll_s,
                                       c.max_clip_s, c.max_ring_mb, c.max_mb, cfg.events.retention_days,
-                                      fps=cam.fps, crf=c.crf)
+                                      fps=cam.fps, crf=c.crf, max_queue_mb=c.max_queue_mb)
             self._clip_kinds = frozenset(c.kinds)
 
     # ------------------------------------------------------------ lifecycle
@@ -214,6 +215,29 @@ class CameraPipeline:
         img = grey_out(frame.image)
         draw_overlay(img, OverlayScene(status=self.status(state), banner=banner))
         self.overlay_hub.publish(img, frame.seq, frame.ts, frame.wall_ts)
+
+    def memory_bytes(self) -> dict[str, int]:
+        """Bytes held by this camera's buffers, by part (runtime/memory.py): each buffer is
+        counted once, where it is met first (a frame in the capture slot and the clip ring
+        counts for the slot)."""
+        seen: set[int] = set()
+        a = self.analyzer
+        out = {"capture_slot": self.capture.slot.memory_bytes(seen),
+               "detector_slot": self.detection.slot.memory_bytes(seen),
+               "latest_frame": approx_bytes(self.latest_frame, seen, max_depth=2)}
+        for kind, hub in (("overlay_hub", self.overlay_hub), ("exposure_hub", self.exposure_hub)):
+            for part, n in hub.memory_bytes(seen).items():
+                out[f"{kind}.{part}"] = n
+        out["exposure"] = self.exposure.memory_bytes(seen)
+        if self.clips is not None:
+            for part, n in self.clips.memory_bytes(seen).items():
+                out[f"clips.{part}"] = n
+        out["tracker"] = approx_bytes(a.tracker, seen)
+        out["tracks"] = approx_bytes(self.latest_tracks, seen)
+        out["observers"] = approx_bytes((a.lines, a.zones), seen)
+        if a.defects is not None:
+            out["defect_watch"] = approx_bytes(a.defects, seen)
+        return out
 
     def pool_status(self) -> dict[str, Any] | None:
         """The shared pool serving this camera (queue, busy workers, inference ms, batch sizes,
