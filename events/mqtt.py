@@ -310,8 +310,14 @@ class MqttSink:
         self._shutdown()
 
     def _fail(self, state: str, message: str) -> None:
+        """A failed attempt: state and message for stats(), the sink's error (logged at once
+        when a failing spell starts, then rate-limited) and a log line for every change of
+        state within a spell (absent -> refusing credentials...)."""
+        changed = state != self._state
         self._state = state
         self._message = message
+        if changed and not self.health.snapshot()["healthy"]:
+            log.warning("mqtt %s: %s", self.name, message)
         self.health.error(message)
 
     def _connect(self) -> bool:

@@ -22,6 +22,7 @@ from core.camera import Camera
 from core.config import VigilConfig
 from core.types import Event, EventKind, SourceState
 from events.bus import EventBus
+from events.mqtt import MqttSink
 from events.store import EventStore
 from events.webhook import WebhookSink
 from runtime.memory import MallocTrimmer
@@ -37,6 +38,7 @@ class Vigil:
         self.cfg = cfg
         self.store: EventStore | None = None
         self.webhooks: list[WebhookSink] = []
+        self.mqtt: MqttSink | None = None
         if bus is None:
             start_id = 0
             if persist:
@@ -54,6 +56,9 @@ class Vigil:
                                    retries=wh.retries, kinds=tuple(wh.kinds))
                 self.webhooks.append(sink)
                 bus.add_sink(sink)
+            if cfg.mqtt.enabled:  # events/mqtt.py; reads the cameras through their interface
+                self.mqtt = MqttSink(cfg.mqtt, cameras=lambda: self.cameras)
+                bus.add_sink(self.mqtt)
         self.bus = bus
         self.pipelines: dict[str, CameraPipeline] = {}  # runtime-internal: lifecycle only
         # the node's detector pools, one per detector and model, shared by its cameras
@@ -83,6 +88,8 @@ class Vigil:
                 self.cameras[cam.name] = FailedCamera(cam.name, cam.detector, cam.source, msg)
                 self.bus.publish(Event(EventKind.CAMERA_STATE, cam.name,
                                        data={"from": "CONNECTING", "to": "FAILED", "message": msg}))
+        if self.mqtt is not None:  # connects in the background: an absent broker is a state
+            self.mqtt.start()
         return self
 
     def url(self, path: str) -> str:
@@ -126,8 +133,8 @@ class Vigil:
                 "cameras": states, "failed": failed, "starting": starting}
 
     def sinks(self) -> list[dict[str, Any]]:
-        """Health of every event sink (webhooks today): counts, queue, last error."""
-        return [wh.stats() for wh in self.webhooks]
+        """Health of every event sink (webhooks, MQTT): counts, queue, last error."""
+        return [wh.stats() for wh in self.webhooks] + ([self.mqtt.stats()] if self.mqtt else [])
 
     def stop(self, timeout: float = 2.0) -> bool:
         if self._stopped.is_set():
@@ -153,6 +160,8 @@ class Vigil:
         self.pools.close(timeout=max(0.2, deadline - time.monotonic()))  # after the cameras left
         for wh in self.webhooks:
             wh.close(timeout=0.2)
+        if self.mqtt is not None:  # the last events, then "offline" and a clean disconnect
+            self.mqtt.close(timeout=0.5)
         if self.store is not None:  # flush what the cameras emitted while stopping
             try:
                 self.store.close(timeout=max(0.5, deadline - time.monotonic()))

@@ -71,12 +71,23 @@ class _Collector:
                                        labels=["sink", "name"])
         sink_ok = GaugeMetricFamily("vigil_sink_healthy", "1 when the sink delivered since its "
                                     "last failure", labels=["sink", "name"])
+        # sinks holding a connection (MQTT): connected, reconnects, every message published
+        sink_conn = GaugeMetricFamily("vigil_sink_connected", "1 while the sink is connected to its "
+                                      "broker (state and message in /api/sinks)", labels=["sink", "name"])
+        sink_reconn = CounterMetricFamily("vigil_sink_reconnects", "times the sink connected again "
+                                          "after losing its broker", labels=["sink", "name"])
+        sink_msgs = CounterMetricFamily("vigil_sink_messages", "messages published (events, states, "
+                                        "counters, discovery)", labels=["sink", "name"])
         for sk in v.sinks():
             for outcome in ("sent", "failed", "rejected", "retried", "dropped", "filtered"):
                 sink_events.add_metric([sk["kind"], sk["name"], outcome], sk[outcome])
             sink_queue.add_metric([sk["kind"], sk["name"]], sk.get("queued", 0))
             sink_ok.add_metric([sk["kind"], sk["name"]], 1.0 if sk["healthy"] else 0.0)
-        yield from (sink_events, sink_queue, sink_ok)
+            if "connected" in sk:
+                sink_conn.add_metric([sk["kind"], sk["name"]], 1.0 if sk["connected"] else 0.0)
+                sink_reconn.add_metric([sk["kind"], sk["name"]], sk.get("reconnects", 0))
+                sink_msgs.add_metric([sk["kind"], sk["name"]], sk.get("published", 0))
+        yield from (sink_events, sink_queue, sink_ok, sink_conn, sink_reconn, sink_msgs)
         yield from _memory_families(v)
         s = self.streams
         if s is not None:
