@@ -109,13 +109,36 @@ def cmd_run(args: argparse.Namespace) -> int:
     from core.config import ConfigError, load_config
     try:
         cfg = apply_overrides(load_config(args.config), args.source, args.port, args.host)
+        if args.cluster is not None:
+            cfg = apply_cluster(cfg, args.cluster)
     except ConfigError as e:
         print(str(e), file=sys.stderr)
         return EXIT_USAGE
+    if cfg.cluster.address:
+        import importlib.util
+        try:
+            has_ray = importlib.util.find_spec("ray") is not None
+        except (ImportError, ValueError):
+            has_ray = False
+        if not has_ray:
+            _err("--cluster / cluster.address needs Ray, which is not installed: .venv/bin/pip "
+                 "install -r requirements-cluster.txt -c constraints.txt (the `cluster` extra)")
+            return EXIT_FAIL
     logging.basicConfig(level=cfg.logging.level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from web.server import serve
     return serve(cfg, config_path=args.config)
+
+
+def apply_cluster(cfg, address: str):
+    """--cluster local:N | auto | HOST:PORT sets cluster.address (validated like the file)."""
+    from core.config import ConfigError, parse_config
+    data = cfg.model_dump(mode="python")
+    data["cluster"]["address"] = address
+    try:
+        return parse_config(data, "command line")
+    except ConfigError as e:
+        raise ConfigError(str(e).replace("cluster.address", "--cluster")) from None
 
 
 def apply_overrides(cfg, source: str | None, port: int | None, host: str | None):
@@ -600,6 +623,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--source", help="override the first camera's source URI (e.g. 0, rtsp://..., sample:bikes)")
     r.add_argument("--port", type=int, help="override server.port")
     r.add_argument("--host", help="override server.host")
+    r.add_argument("--cluster", metavar="ADDRESS",
+                   help="run the cameras on a Ray cluster (the `cluster` extra): local:N (a head "
+                        "and N worker nodes on this machine, 127.0.0.1), auto or HOST:PORT (join "
+                        "one started with `ray start`); overrides cluster.address")
     r.set_defaults(func=cmd_run, parser=r)
 
     c = sub.add_parser("check-config", help="validate a config file without starting anything",

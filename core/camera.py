@@ -91,6 +91,7 @@ class CameraStatus:
     tracks: int = 0
     counters: dict[str, Any] = field(default_factory=dict)
     clips: dict[str, Any] | None = None
+    node: str | None = None  # cluster mode: the node it runs on (None: this process, or pending)
     # the node's detector pool serving this camera (None: a detector of its own): kind, workers,
     # busy, queue, inference_ms_p50/p95, batch_mean/max, restarts, timeouts; and under "camera"
     # this camera's served, share, dropped, timeouts, in_flight

@@ -725,6 +725,9 @@ class CameraConfig(Section):
     lines: list[LineConfig] = Field(default_factory=list, max_length=64)
     defect_watch: Optional[DefectWatchConfig] = Field(None, description="factory-line defect watch for this camera")
     clips: Optional[ClipsConfig] = Field(None, description="mp4 clips around chosen events")
+    node: Optional[str] = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
+                                description="cluster mode: the preferred node (soft: while it is "
+                                            "gone the camera runs elsewhere)")
     detect_weight: float = Field(1.0, gt=0, le=100, description="this camera's share of the node's "
                                  "detector pool when cameras compete for it, relative to the others")
     detect_fps: Optional[float] = Field(None, gt=0, le=240, description="pool: at most this many "
@@ -793,6 +796,39 @@ class MemoryConfig(Section):
                                    "often (seconds; 0 = never)")
 
 
+class ClusterConfig(Section):
+    """Cameras on a Ray cluster (runtime/cluster.py; the optional `cluster` extra)."""
+    address: Optional[str] = Field(None, description="null: no cluster; local:N (a head and N worker nodes "
+                                               "on this machine, 127.0.0.1), auto or HOST:PORT (join "
+                                               "a cluster started with `ray start`)")
+    capacity: int = Field(8, ge=0, le=1024, description="local:N: cameras per worker node (its "
+                          "camera_slot resource)")
+    head_capacity: int = Field(0, ge=0, le=1024, description="local:N: cameras the head node runs")
+    health_check_period_ms: int = Field(500, ge=100, le=60000, description="local:N: how often "
+                                        "the head checks each node")
+    health_check_timeout_ms: int = Field(500, ge=100, le=60000, description="local:N: one check's "
+                                         "timeout")
+    health_check_failure_threshold: int = Field(3, ge=1, le=100, description="local:N: failed "
+                                                "checks in a row before a node is declared dead")
+    object_store_mb: int = Field(80, ge=78, le=1_000_000, description="local:N: each node's object "
+                                 "store (Ray's minimum is 75 MiB)")
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: Optional[str]) -> Optional[str]:
+        if v is None or v == "auto":
+            return v
+        m = re.fullmatch(r"local:(\d{1,3})", v)
+        if m:
+            if not 1 <= int(m.group(1)) <= 16:
+                raise ValueError("local:N needs 1 <= N <= 16 worker nodes")
+            return v
+        m = re.fullmatch(r"(?:[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:]+\]):(\d{1,5})", v)
+        if m and 1 <= int(m.group(1)) <= 65535:
+            return v
+        raise ValueError("expected local:N, auto or HOST:PORT (the Ray head's GCS port)")
+
+
 class VigilConfig(Section):
     server: ServerConfig = Field(default_factory=ServerConfig)
     paths: PathsConfig = Field(default_factory=PathsConfig)
@@ -803,6 +839,7 @@ class VigilConfig(Section):
     events: EventsConfig = Field(default_factory=EventsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     pool: PoolConfig = Field(default_factory=PoolConfig)
 

@@ -492,6 +492,7 @@ class EventKind(str, enum.Enum):
     PART_PASSED = "part_passed"
     PART_UNKNOWN = "part_unknown"  # a part the watch had no reference to judge against
     CAMERA_STATE = "camera_state"
+    CAMERA_MOVED = "camera_moved"  # cluster mode: re-placed on another node (data: from, to, epoch)
 
 
 @dataclass(frozen=True)

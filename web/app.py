@@ -59,6 +59,7 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
 ROUTE_ROLES.update({name: _R.VIEWER for name in (
     "review", "api_review_events", "api_review_event", "api_review_facets", "api_review_export_csv",
     "api_review_export_json", "api_event_counts")})
+ROUTE_ROLES["api_cluster"] = _R.VIEWER  # cluster mode's nodes and placement (runtime/cluster.py)
 NO_AUTH = auth.Principal("anonymous", auth.Role.ADMIN, "open")  # auth off: loopback, as before
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -589,6 +590,16 @@ def create_app(vigil: Vigil, stop_event: threading.Event | None = None) -> Flask
         resp = jsonify(body)
         resp.status_code = 200 if body["ready"] else 503
         return resp
+
+    @app.get("/api/cluster")
+    def api_cluster():
+        """Cluster mode (runtime/cluster.py): nodes (id, name, address, alive, capacity,
+        cameras, raylet_pid where local), pending cameras, recent moves; else enabled false."""
+        info = getattr(vigil, "cluster_info", None)
+        data = info() if info is not None else None
+        if data is None:
+            return jsonify({"enabled": False, "nodes": [], "pending": [], "moves": []})
+        return jsonify({"enabled": True, **data})
 
     from web.review import register_review  # the review page and its JSON (imports this module)
     register_review(app, vigil)

@@ -136,7 +136,11 @@ class VigilServer:
 
     def __init__(self, cfg: VigilConfig, persist: bool = True) -> None:
         self.cfg = cfg
-        self.vigil = Vigil(cfg, persist=persist)
+        if cfg.cluster.address:  # cameras on a Ray cluster (runtime/cluster.py, optional extra)
+            from runtime.cluster import ClusterVigil
+            self.vigil: Vigil = ClusterVigil(cfg, persist=persist)
+        else:
+            self.vigil = Vigil(cfg, persist=persist)
         self.stop_event = threading.Event()
         self.app = create_app(self.vigil, self.stop_event)
         self._server = None
@@ -282,7 +286,16 @@ def serve(cfg: VigilConfig, config_path: str = "config.yaml") -> int:
               f"--port): {why}", file=sys.stderr)
         server.vigil.stop(timeout=1.0)
         return 1
-    server.start_pipelines()
+    unavailable: tuple[type[Exception], ...] = ()
+    if cfg.cluster.address:
+        from runtime.cluster import ClusterUnavailable
+        unavailable = (ClusterUnavailable,)
+    try:
+        server.start_pipelines()
+    except unavailable as e:  # no Ray, or the cluster cannot be started or joined
+        print(f"error: {e}", file=sys.stderr)
+        server.vigil.stop(timeout=1.0)
+        return 1
     for name, cam in server.vigil.cameras.items():
         st = cam.status()
         if st.state == "FAILED" and not st.stages:  # could not even be built
