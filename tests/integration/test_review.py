@@ -7,12 +7,14 @@ import collections
 import csv
 import io
 import json
+import os
 import random
 from datetime import datetime, timezone
 
 import cv2
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from core.config import parse_config
 from core.types import Event, EventKind
@@ -283,3 +285,29 @@ def test_csv_cells_that_would_be_formulas_are_defused_and_the_page_asks_to_sign_
         assert [e["label"] for e in body["events"]] == ["-car", "=cmd"]  # JSON is data, not defused
     finally:
         vigil.stop(timeout=1.0)
+
+
+_junk = st.one_of(st.none(), st.text(max_size=30), st.sampled_from(["", "0", "-1", "1e400", "nan", "inf", "9" * 30,
+                                                                     "2026-13-45T99:00", "line_crossed", "DEFECT",
+                                                                     "hour", "minute", "class", "\x00", "%00"]),
+                  st.integers(-10**20, 10**20).map(str), st.floats(allow_nan=True).map(str))
+_params = st.dictionaries(st.sampled_from(["camera", "kind", "class", "zone", "line", "verdict", "since", "until",
+                                           "tracks", "limit", "before", "bucket", "by", "other"]), _junk, max_size=6)
+
+
+@settings(max_examples=int(os.environ.get("VIGIL_REVIEW_FUZZ_EXAMPLES", "150")), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(path=st.sampled_from(["/api/review/events", "/api/review/export.csv", "/api/review/export.json",
+                             "/api/events/counts", "/api/review/facets", "/review"]),
+       params=_params)
+def test_any_query_is_answered_never_a_500(env, path, params):
+    client, _, _ = env
+    q = {k: v for k, v in params.items() if v is not None}
+    if path.startswith("/api/review/export"):
+        q.setdefault("limit", "20")  # keep each example small
+    r = client.get(path, query_string=q)
+    body = r.get_data(as_text=True)
+    assert r.status_code in (200, 400), (path, q, r.status_code, body[:300])
+    if r.status_code == 400:
+        err = r.get_json()
+        assert err["parameter"] in q and "Traceback" not in body
