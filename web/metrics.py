@@ -60,6 +60,7 @@ class _Collector:
             tracks.add_metric([name], st.tracks)
             latency.add_metric([name], list(st.latency_buckets), st.latency_sum_s)
         yield from (fps, frames, drops, det_drops, errors, reconnects, state, det_ms, viewers, tracks, encodes, latency)
+        yield from _pool_families(v)
         ev = CounterMetricFamily("vigil_events", "events published", labels=["kind"])
         for kind, n in v.bus.by_kind.items():
             ev.add_metric([kind], n)
@@ -139,6 +140,49 @@ def _memory_families(vigil) -> Iterator:
         rel = CounterMetricFamily("vigil_malloc_trim_released_bytes", "RSS given back by malloc_trim")
         rel.add_metric([], tr["released_bytes"])
         yield from (trims, rel)
+
+
+def _pool_families(vigil) -> Iterator:
+    """The node's detector pools (stream/pool.py), read from the cameras' status: each pool
+    once (from the first camera it serves), and every camera's place in its pool."""
+    g = GaugeMetricFamily
+    workers = g("vigil_pool_workers", "detector workers of the pool", labels=["pool", "kind"])
+    busy = g("vigil_pool_busy_workers", "workers running a request now", labels=["pool"])
+    queue = g("vigil_pool_queue", "requests waiting for a worker (one per camera at most)", labels=["pool"])
+    inf = g("vigil_pool_inference_ms", "inference time per model call (ms)", labels=["pool", "quantile"])
+    batch = g("vigil_pool_batch_size", "frames per model call: mean and max over the recent calls",
+              labels=["pool", "stat"])
+    restarts = CounterMetricFamily("vigil_pool_restarts", "workers replaced (stuck past "
+                                   "pool.timeout_s, or a worker process that died)", labels=["pool"])
+    timeouts = CounterMetricFamily("vigil_pool_timeouts", "requests that ran past pool.timeout_s",
+                                   labels=["pool"])
+    served = CounterMetricFamily("vigil_pool_camera_served", "detector requests of the camera "
+                                 "finished by its pool", labels=["camera", "pool"])
+    share = g("vigil_pool_camera_share", "the camera's fraction of its pool's finished requests",
+              labels=["camera", "pool"])
+    seen: set[str] = set()
+    for name, cam in vigil.cameras.items():
+        p = cam.status().pool
+        if not p:
+            continue
+        pool = p["name"]
+        served.add_metric([name, pool], p["camera"].get("served", 0))
+        share.add_metric([name, pool], p["camera"].get("share", 0.0))
+        if pool in seen:
+            continue
+        seen.add(pool)
+        workers.add_metric([pool, p["kind"]], p["workers"])
+        busy.add_metric([pool], p["busy"])
+        queue.add_metric([pool], p["queue"])
+        for q, key in (("0.5", "inference_ms_p50"), ("0.95", "inference_ms_p95")):
+            if p[key] is not None:
+                inf.add_metric([pool, q], p[key])
+        if p["batch_mean"] is not None:
+            batch.add_metric([pool, "mean"], p["batch_mean"])
+            batch.add_metric([pool, "max"], p["batch_max"])
+        restarts.add_metric([pool], p["restarts"])
+        timeouts.add_metric([pool], p["timeouts"])
+    yield from (workers, busy, queue, inf, batch, restarts, timeouts, served, share)
 
 
 class Metrics:

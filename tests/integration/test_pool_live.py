@@ -59,6 +59,14 @@ def test_three_cameras_share_one_thread_pool(tmp_path):
         # fair share: equal weights, every camera faster than the pool
         assert max(served) - min(served) <= 2 + 0.25 * max(served), served
         assert v.cameras["plain"].status().pool is None
+        from web.metrics import Metrics  # /metrics: the pool once, every camera's share
+        text = Metrics(v).render()[0].decode()
+        assert 'vigil_pool_workers{kind="threads",pool="hog-1"} 2.0' in text
+        assert 'vigil_pool_restarts_total{pool="hog-1"} 0.0' in text
+        assert 'vigil_pool_inference_ms{pool="hog-1",quantile="0.5"}' in text
+        for c in names:
+            assert f'vigil_pool_camera_served_total{{camera="{c}",pool="hog-1"}}' in text
+        assert 'camera="plain",pool=' not in text
     finally:
         assert v.stop(5.0)
     assert pool._closed and not any(w.thread.is_alive() for w in pool._workers)

@@ -75,6 +75,23 @@
         `src ${fmt(cap.fps)} fps · det ${fmt(s.detect && s.detect.fps)} fps (${fmt(s.detect && s.detect.ms_p50)} ms) · ` +
         `pub ${fmt(s.publish && s.publish.fps)} fps · lat p50 ${fmt(info.latency_ms && info.latency_ms.p50, 0)} ms · ` +
         `drops ${cap.dropped ?? 0} · err ${(cap.errors ?? 0)}`;
+      // the node's detector pool serving this camera (issue 13): one small line under the stats
+      let pl = el.querySelector("[data-role=pool]");
+      if (info.pool && !pl) {
+        pl = document.createElement("span");
+        pl.className = "stats pool";
+        pl.dataset.role = "pool";
+        el.querySelector("[data-role=stats]").after(pl);
+      }
+      if (pl) {
+        const p = info.pool, me = (p && p.camera) || {};
+        pl.hidden = !p;
+        pl.textContent = p ? `pool ${p.name} (${p.kind}) ${p.busy}/${p.workers} busy · queue ${p.queue} · ` +
+          `inf ${fmt(p.inference_ms_p50, 0)}/${fmt(p.inference_ms_p95, 0)} ms` +
+          (p.batch_mean !== null && p.kind === "batch" ? ` · batch ${fmt(p.batch_mean)}` : "") +
+          ` · share ${fmt(100 * (me.share ?? 0), 0)}% · drops ${me.dropped ?? 0}` +
+          (p.restarts ? ` · restarts ${p.restarts}` : "") + (me.timeouts ? ` · timeouts ${me.timeouts}` : "") : "";
+      }
       const img = el.querySelector("[data-role=img]");
       showFrame(el, img.naturalWidth > 0);
       const phs = el.querySelector("[data-role=ph-state]");
