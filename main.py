@@ -265,7 +265,7 @@ def cmd_process(args: argparse.Namespace) -> int:
     opts = ProcessOptions(input=args.input, config=args.config, detector=args.detector,
                           every_n=args.every_n, max_frames=args.max_frames, output=args.output,
                           tracks=args.tracks, backend=args.backend, seed=args.seed,
-                          progress=not (args.no_progress or args.json))
+                          progress=not (args.no_progress or args.json), workers=args.workers)
     try:
         summary = run(opts)
     except ConfigError as e:
@@ -666,6 +666,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--tracks", help="MOTChallenge tracks file to write (frame,id,x,y,w,h,score,-1,-1,-1)")
     pr.add_argument("--backend", choices=["auto", "opencv", "pyav"], default="auto", help="decoder (default auto)")
     pr.add_argument("--seed", type=int, default=None, help="seed for synthetic: sources")
+    pr.add_argument("--workers", type=_number(int, 0, 256), default=None,
+                    help="detector pool workers detecting upcoming frames in parallel (default: the "
+                         "config's pool.workers; 0: the detector inline, no pool)")
     pr.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     pr.add_argument("--no-progress", action="store_true", help="no progress bar")
     pr.set_defaults(func=cmd_process, parser=pr)

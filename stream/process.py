@@ -42,6 +42,7 @@ class ProcessOptions:
     backend: str = "auto"
     seed: int | None = None
     progress: bool = True
+    workers: int | None = None  # detector pool workers (None: the config's; 0: inline, no pool)
 
 
 class _EventLog:
@@ -122,6 +123,13 @@ def _load_cfg(args: ProcessOptions):
     if args.seed is not None:
         cam["seed"] = args.seed
     data["cameras"] = [cam]
+    if args.workers is not None:
+        if args.workers < 0:
+            raise ConfigError(f"--workers: expected 0 (no pool) or more, got {args.workers}")
+        pool = data.setdefault("pool", {})
+        pool["enabled"] = args.workers > 0
+        if args.workers > 0:
+            pool["workers"] = args.workers
     try:
         return parse_config(data, "command line", resolve_secrets=False)
     except ConfigError as e:
@@ -141,8 +149,50 @@ def _detections(analyzer: Any, frames: Iterable[Frame], detect_s: list[float]
         yield frame, dets
 
 
+def _pooled(pool: Any, analyzer: Any, frames: Iterable[Frame], detect_s: list[float]
+            ) -> Iterator[tuple[Frame, Detections]]:
+    """(frame, detections) for every frame of `frames`, in frame order, from the detector pool:
+    the upcoming frames are detected in parallel on its workers (pool.map) while the frame
+    loop applies the finished ones in order. Each request is the analyzer's detect() on a
+    worker, as the live cameras' are; the seconds each took are appended to `detect_s`."""
+    def job(frame: Frame) -> Detections:
+        t0 = time.perf_counter()
+        try:
+            return analyzer.detect(frame)
+        finally:
+            detect_s.append(time.perf_counter() - t0)
+
+    from stream.pool import PoolError
+    try:
+        yield from pool.map(frames, fn=job)
+    except PoolError as e:  # a worker that crashed or stuck twice over, or the pool closed
+        from detectors.base import DetectorError
+        raise DetectorError(f"detector pool {pool.name}: {e}") from e
+
+
+def offline_pool(cam: Any, cfg: Any) -> Any:
+    """The detector pool for offline processing of `cam`, or None when the detector runs
+    inline: pooling off, a detector that is never pooled (none, motion) or a motion gate (its
+    background model depends on the order of frames, and map runs frames out of order)."""
+    if not cfg.pool.enabled or cam.gate != "none":
+        return None
+    from stream.pool import NodePools
+    return NodePools(cfg.pool, cfg).pool_for(cam)
+
+
 def run(args: ProcessOptions) -> dict[str, Any]:
     """Process every frame of args.input; returns the JSON summary."""
+    cfg = _load_cfg(args)
+    cam = cfg.cameras[0]
+    pool = offline_pool(cam, cfg)
+    try:
+        return _run(args, cfg, cam, pool)
+    finally:
+        if pool is not None:
+            pool.close()
+
+
+def _run(args: ProcessOptions, cfg: Any, cam: Any, pool: Any) -> dict[str, Any]:
     from stream.analyzer import build_analyzer
     from stream.frameloop import FrameStep
     from stream.recorder import Mp4Writer
@@ -150,10 +200,9 @@ def run(args: ProcessOptions) -> dict[str, Any]:
     from stream.sources import open_source
     from trackers.mot import write_mot
 
-    cfg = _load_cfg(args)
-    cam = cfg.cameras[0]
     events = _EventLog()
-    analyzer = build_analyzer(cam, cfg, emit=events)
+    analyzer = build_analyzer(cam, cfg, detector=None if pool is None else pool.model,
+                              emit=events)
     src = open_source(cam.source, backend=cam.backend, open_timeout_s=cam.open_timeout_s,
                       read_timeout_s=cam.read_timeout_s, samples_dir=cfg.paths.samples,
                       synthetic_params=cam.synthetic, seed=cam.seed)
@@ -225,7 +274,9 @@ def run(args: ProcessOptions) -> dict[str, Any]:
 
     t_start = time.perf_counter()
     try:
-        for det_frame, dets in _detections(analyzer, read_frames(), stage_s["detect"]):
+        source = (_detections(analyzer, read_frames(), stage_s["detect"]) if pool is None else
+                  _pooled(pool, analyzer, read_frames(), stage_s["detect"]))
+        for det_frame, dets in source:
             # frames before the detector's one (every-n > 1) have no detections of their own
             while pending and pending[0].seq < det_frame.seq:
                 advance(pending.popleft(), [])
@@ -261,6 +312,9 @@ def run(args: ProcessOptions) -> dict[str, Any]:
         "output": args.output,
         "tracks_file": args.tracks,
     }
+    pool_stats = None if pool is None else pool.stats()
+    summary["detector_pool"] = None if pool_stats is None else {
+        k: pool_stats[k] for k in ("kind", "workers", "restarts", "errors", "inference_ms_p50")}
     summary["events"] = dict(sorted(events.counts.items()))
     summary["texts"] = events.texts
     summary.update(analyzer.counters())
