@@ -173,11 +173,12 @@ def soak_config(path: str | Path, data_dir: str | Path, extra_cameras: list[dict
 class Sampler:
     """Process and per-camera figures; fps from counter deltas since the previous sample."""
 
-    def __init__(self, pipelines: dict[str, Any], vigil: Any = None) -> None:
+    def __init__(self, pipelines: dict[str, Any], vigil: Any = None, client_pid: int | None = None) -> None:
         import psutil
         self.proc = psutil.Process()
         self.pipelines = pipelines
         self.vigil = vigil  # for the memory breakdown (runtime/memory.py) in every sample
+        self.client_pid = client_pid  # the viewer client: not one of the server's workers
         self.proc.cpu_percent(None)
         self._prev: dict[str, tuple[float, int, int, int]] = {}
         self._cpu_prev = (time.monotonic(), self._busy_s(), self._own_s())
@@ -212,11 +213,25 @@ class Sampler:
         except AttributeError:  # Windows
             return self.proc.num_handles()
 
+    def workers_rss_mb(self) -> float:
+        """RSS of the server's child processes (the detector pool's workers), the viewer
+        client excluded."""
+        total = 0
+        for c in self.proc.children(recursive=True):
+            if c.pid == self.client_pid:
+                continue
+            try:
+                total += c.memory_info().rss
+            except Exception:  # noqa: BLE001 - a worker that just ended or was replaced
+                pass
+        return round(total / 2**20, 2)
+
     def sample(self, t: float) -> dict[str, Any]:
         now = time.monotonic()
         row: dict[str, Any] = {
             "t": round(t, 2),
             "rss_mb": round(self.proc.memory_info().rss / 2**20, 2),
+            "rss_workers_mb": self.workers_rss_mb(),
             "threads": self.proc.num_threads(),
             "fds": self._fds(),
             "cpu_percent": round(self.proc.cpu_percent(None), 1),
@@ -293,6 +308,9 @@ def memory_growth(series: list[dict[str, Any]], warmup_s: float) -> dict[str, An
            "rss_mb": {"first": first["rss_mb"], "last": last["rss_mb"],
                       "first_half": round(mid["rss_mb"] - first["rss_mb"], 3),
                       "second_half": round(last["rss_mb"] - mid["rss_mb"], 3)},
+           # the detector pool's worker processes (their own RSS, not in the server's)
+           "rss_workers_mb": {"first": post[0].get("rss_workers_mb"), "last": post[-1].get("rss_workers_mb"),
+                              "mid": post[len(post) // 2].get("rss_workers_mb")},
            "smaps_mb": delta(first["smaps_mb"], last["smaps_mb"]),
            "malloc_mb": delta(first["malloc_mb"], last["malloc_mb"]) if first.get("malloc_mb") else None,
            "malloc_second_half_mb": delta(mid["malloc_mb"], last["malloc_mb"]) if mid.get("malloc_mb") else None,
@@ -391,8 +409,15 @@ def verdicts(series: list[dict[str, Any]], warmup_s: float, *, rss_tol_pct: floa
     rss = np.array([s["rss_mb"] for s in post], float)
     growth = (rss[-1] - rss[0]) / rss[0] * 100.0
     slope = float(np.polyfit(t / 60.0, rss, 1)[0])
+    # the slope of each half of the judged window: a leak keeps its slope, a warm-up or a
+    # high-water mark that plateaus has a second half near zero
+    h = len(t) // 2
+    halves = [float(np.polyfit(tt / 60.0, rr, 1)[0]) if len(tt) >= 2 else None
+              for tt, rr in ((t[:h + 1], rss[:h + 1]), (t[h:], rss[h:]))]
     out["rss"] = {"first_mb": float(rss[0]), "last_mb": float(rss[-1]), "max_mb": float(rss.max()),
                   "growth_pct": round(float(growth), 2), "slope_mb_per_min": round(slope, 3),
+                  "slope_first_half_mb_per_min": None if halves[0] is None else round(halves[0], 3),
+                  "slope_second_half_mb_per_min": None if halves[1] is None else round(halves[1], 3),
                   "tolerance_pct": rss_tol_pct, "pass": bool(growth <= rss_tol_pct)}
     for key, tol in (("threads", threads_tol), ("fds", fds_tol)):
         v = [int(s[key]) for s in post]
@@ -554,7 +579,7 @@ def run(config: str, minutes: float, warmup_s: float, sample_s: float, *,
                 [sys.executable, "-c", CLIENT, "127.0.0.1", str(srv.port), str(total_s + 3.0),
                  str(poll_s), *paths], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             time.sleep(2.0)  # streams connected, first frames drawn
-            sampler = Sampler(srv.vigil.pipelines, srv.vigil)
+            sampler = Sampler(srv.vigil.pipelines, srv.vigil, client_pid=client.pid)
             t0 = time.monotonic()
             k = 0
             marks = [warmup_s, warmup_s + (total_s - warmup_s) / 2.0]  # profile snapshots

@@ -208,3 +208,25 @@ def test_malloc_info_sees_an_allocation_and_trim_gives_memory_back():
     t.trim()
     assert t.trims == 1 and t.released_bytes >= 0 and t.last_ms is not None
     assert memory.malloc_info()["free"] < grown["free"] + 20 * 2**20
+
+
+def _series(rss: list[float], step: float = 10.0) -> list[dict]:
+    return [{"t": i * step, "rss_mb": v, "threads": 60, "fds": 20, "cameras": {},
+             "memory": {"rss_mb": v, "smaps_mb": {"heap": v / 2, "anon": v / 4}, "malloc_mb": None,
+                        "accounted_mb": 10.0 + i, "components": {"camera:c": {"ring": float(i)}}}}
+            for i, v in enumerate(rss)]
+
+
+def test_soak_rss_slope_of_each_half_and_where_the_growth_went():
+    from bench.soak import memory_growth, verdicts
+    # 6 MB/min for the first 5 minutes, then flat: a warm-up or a high-water mark that plateaus
+    rss = [400.0 + min(i, 30) for i in range(61)]
+    v = verdicts(_series(rss), 0.0)["rss"]
+    assert v["slope_first_half_mb_per_min"] == pytest.approx(6.0, rel=0.02)
+    assert abs(v["slope_second_half_mb_per_min"]) < 0.01
+    leak = verdicts(_series([400.0 + i for i in range(61)]), 0.0)["rss"]  # a leak keeps its slope
+    assert leak["slope_first_half_mb_per_min"] == pytest.approx(6.0) == leak["slope_second_half_mb_per_min"]
+    g = memory_growth(_series(rss), 0.0)
+    assert g["rss_mb"] == {"first": 400.0, "last": 430.0, "first_half": 30.0, "second_half": 0.0}
+    assert g["components_mb"] == {"camera:c.ring": 60.0} and g["accounted_mb"] == 60.0
+    assert g["smaps_mb"] == {"anon": 7.5, "heap": 15.0}
