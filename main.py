@@ -377,7 +377,8 @@ def bench_defects(a: argparse.Namespace) -> int:
 def bench_multicam(a: argparse.Namespace) -> int:
     from bench.multicam import benchmark, plot
     log = None if a.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
-    res = benchmark(a.cameras, a.seconds, a.warmup, a.rounds, a.modes, log=log)
+    res = benchmark(a.cameras, a.seconds, a.warmup, a.rounds, a.modes, log=log,
+                    process_frames=a.process_frames)
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(res, indent=1) + "\n")
@@ -552,6 +553,8 @@ def _add_bench_parsers(b: argparse.ArgumentParser) -> None:
                    help="layouts to measure (default both; pool only where the config has it)")
     p.add_argument("--out", help="also write the JSON here")
     p.add_argument("--plot", help="write the throughput / RSS plot (PNG) here")
+    p.add_argument("--process-frames", type=_number(int, 0), default=120,
+                   help="vtest frames of `process` inline vs on the pool (default 120; 0 skips)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
     p = add("store", bench_store, "event store queries behind the review page (filtered pages, keyset "

@@ -26,6 +26,10 @@ for `--seconds`: their summed images/s (and session-run-only images/s) is the mo
 work this machine can do per second. It is measured before the first round and after every
 round (the median is the ratios' denominator: the machine may be shared and its load moves).
 Steps are repeated `--rounds` times; medians reported.
+
+Offline: `main.py process` of `--process-frames` vtest frames with YOLO, the detector inline
+(--workers 0, today's way) against the detector pool (one worker per core), alternating: the
+fps ratio, and that both tracks files are identical.
 """
 from __future__ import annotations
 
@@ -235,6 +239,8 @@ def run_step(n: int, mode: str, seconds: float, warmup: float, models: str | Non
                 row["latency_p95_ms"] = c1[name]["latency_ms"]["p95"]
             cams[name] = row
         metrics = _get(srv.base, "/metrics")
+        pools = getattr(srv.vigil, "pools", None)  # the node's detector pools, where wired
+        pool_stats = pools.stats() if pools is not None and hasattr(pools, "stats") else []
         rss = proc.memory_info().rss / 2**20
         threads = proc.num_threads()
     out = {"mode": mode, "seconds": round(dt, 3), "warmup_s": warmup, "ready_s": round(ready_s, 2),
@@ -243,7 +249,7 @@ def run_step(n: int, mode: str, seconds: float, warmup: float, models: str | Non
            "cpu_cores": round((own1 - own0) / dt, 3),
            "others_cores": round(max(0.0, (busy1 - busy0) - (own1 - own0)) / dt, 3),
            "load_avg_1m": round(os.getloadavg()[0], 2),
-           "metrics_bytes": len(metrics), "per_camera": cams}
+           "metrics_bytes": len(metrics), "pools": pool_stats, "per_camera": cams}
     return out
 
 
@@ -360,10 +366,44 @@ def step(n: int, mode: str, seconds: float, warmup: float, models: str | None = 
     return r
 
 
+# ------------------------------------------------------------------ offline process
+def process_speedup(frames: int = 120, rounds: int = 1, workers: int | None = None) -> dict[str, Any]:
+    """`main.py process vtest.avi --detector yolo` with the detector inline (--workers 0) and
+    on the detector pool (--workers W, default one per core), alternating, `rounds` each: fps
+    medians, their ratio, and whether the tracks files are identical."""
+    import hashlib
+    import tempfile
+
+    from stream.pool import default_workers
+    workers = workers or default_workers()
+    video = str(data_path(VIDEO))
+    fps: dict[str, list[float]] = {"inline": [], "pool": []}
+    digests: dict[str, set[str]] = {"inline": set(), "pool": set()}
+    with tempfile.TemporaryDirectory(prefix="vigil-mc-process-") as tmp:
+        for r in range(rounds):
+            for key, w in (("inline", 0), ("pool", workers)):
+                tracks = Path(tmp) / f"{key}{r}.txt"
+                p = subprocess.run([sys.executable, str(ROOT / "main.py"), "process", video,
+                                    "--detector", "yolo", "--max-frames", str(frames), "--workers",
+                                    str(w), "--tracks", str(tracks), "--json"],
+                                   cwd=ROOT, capture_output=True, text=True, timeout=600)
+                res = _last_json(p.stdout)
+                if p.returncode != 0 or res is None:
+                    return {"error": f"process --workers {w}: exit {p.returncode}",
+                            "stderr_tail": p.stderr[-800:]}
+                fps[key].append(res["fps"])
+                digests[key].add(hashlib.sha256(tracks.read_bytes()).hexdigest())
+    a, b = median(fps["inline"]), median(fps["pool"])
+    return {"frames": frames, "rounds": rounds, "workers": workers,
+            "inline_fps": a, "pool_fps": b, "ratio": round(b / a, 3) if a and b else None,
+            "fps": fps, "tracks_identical": len(digests["inline"] | digests["pool"]) == 1,
+            "load_avg_1m": round(os.getloadavg()[0], 2)}
+
+
 # ------------------------------------------------------------------ the benchmark
 def benchmark(cameras: Sequence[int] = DEFAULT_CAMERAS, seconds: float = 6.0, warmup: float = 4.0,
               rounds: int = 1, modes: Sequence[str] | None = None, models: str | None = None,
-              log=None) -> dict[str, Any]:
+              log=None, process_frames: int = 120) -> dict[str, Any]:
     data_path(VIDEO)  # a clear error before anything starts
     has_pool = pool_available()
     wanted = list(modes or MODES)
@@ -404,6 +444,15 @@ def benchmark(cameras: Sequence[int] = DEFAULT_CAMERAS, seconds: float = 6.0, wa
                         f"{s['published_over_source_min']}, p95 {s['latency_p95_ms']['median']} ms, "
                         f"cpu {s['cpu_cores']} cores (others {s['others_cores']}), rss {s['rss_mb']} MB")
         limit_now(f"after round {r + 1}")
+    offline = None
+    if process_frames > 0:
+        offline = process_speedup(process_frames, rounds)
+        if log:
+            log(f"offline process: {offline}")
+    if "pool" in raw and any(raw["pool"].values()) and \
+            not any(s.get("pools") for v in raw["pool"].values() for s in v):
+        notes.append("pool mode ran with no detector pool in the server (the runtime does not "
+                     "build one yet): its figures are the per-camera layout's")
     limit = median(x["images_per_s"] for x in limits)
     results: dict[str, Any] = {}
     for m in run_modes:
@@ -422,7 +471,7 @@ def benchmark(cameras: Sequence[int] = DEFAULT_CAMERAS, seconds: float = 6.0, wa
         "seconds": seconds, "warmup_s": warmup, "rounds": rounds, "notes": notes,
         "load_avg_1m_start": load_start,
         "inference_limit": {"images_per_s": limit, "rounds": limits},
-        "results": results, "errors": errors,
+        "results": results, "errors": errors, "offline_process": offline,
         "raw": {m: {str(n): v for n, v in d.items()} for m, d in raw.items()},
         "machine": machine(),
     }
@@ -497,6 +546,13 @@ def markdown(res: dict[str, Any], plot_path: str | None = None) -> str:
     if "pool_over_per_camera" in res["results"]:
         lines.append("Pool over per-camera detections/s: " + ", ".join(
             f"{n} cameras {v}x" for n, v in res["results"]["pool_over_per_camera"].items()) + ".")
+    off = res.get("offline_process")
+    if off and "error" not in off:
+        lines.append(f"Offline `main.py process` of {off['frames']} vtest frames with YOLO: "
+                     f"{off['inline_fps']} fps with the detector inline, {off['pool_fps']} fps on "
+                     f"the detector pool ({off['workers']} workers): **{off['ratio']}x**, tracks "
+                     f"{'identical' if off['tracks_identical'] else 'DIFFERENT'} (medians of "
+                     f"{off['rounds']} alternating rounds, load {off['load_avg_1m']}).")
     for note in res.get("notes", []):
         lines.append(f"Note: {note}.")
     if plot_path:
