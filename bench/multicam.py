@@ -11,8 +11,8 @@ step never leaks into the next; glibc arenas limited to 2 as `main.py` does), wh
 warm-up reads /api/cameras twice, `--seconds` apart, and reports from the counter deltas:
 per camera source / detect / published fps, detector ms p50, capture -> publish latency p95 (the
 pipeline's latency ring, samples of the window only), drops; for the process CPU cores used,
-cores other processes used meanwhile (the machine may be shared), RSS and threads; and one
-/metrics scrape (its size, that it answers).
+cores other processes used meanwhile (the machine may be shared), RSS and PSS of the server
+and its children (the pool's worker processes) and their threads; and one /metrics scrape.
 
 Modes (the same steps for each):
   per_camera  today's layout: every camera builds its own detector session (ORT's default
@@ -169,7 +169,7 @@ def rss_per_extra_camera(points: Sequence[tuple[int, float]]) -> dict[str, float
 
 _MEDIAN_KEYS = ("detect_fps_total", "published_over_source_min", "published_fps_median",
                 "source_fps_median", "detect_fairness_min_over_max", "detector_ms_p50_median",
-                "rss_mb", "cpu_cores", "others_cores", "threads")
+                "rss_mb", "pss_mb", "rss_own_mb", "cpu_cores", "others_cores", "threads")
 
 
 def combine_rounds(steps: Sequence[dict[str, Any]], limit_fps: float | None) -> dict[str, Any]:
@@ -218,7 +218,12 @@ def run_step(n: int, mode: str, seconds: float, warmup: float, models: str | Non
             counts = {name: p.latency.count for name, p in srv.vigil.pipelines.items()}
             t = psutil.cpu_times()
             busy = sum(t) - t.idle - getattr(t, "iowait", 0.0)
-            own = sum(proc.cpu_times()[:2])
+            own = sum(proc.cpu_times()[:4])  # with the children that ended; live ones below
+            for q in proc.children(recursive=True):
+                try:
+                    own += sum(q.cpu_times()[:2])
+                except psutil.Error:
+                    pass
             return time.monotonic(), cams, counts, busy, own
 
         t0, c0, l0, busy0, own0 = snap()
@@ -241,11 +246,23 @@ def run_step(n: int, mode: str, seconds: float, warmup: float, models: str | Non
         metrics = _get(srv.base, "/metrics")
         pools = getattr(srv.vigil, "pools", None)  # the node's detector pools, where wired
         pool_stats = pools.stats() if pools is not None and hasattr(pools, "stats") else []
-        rss = proc.memory_info().rss / 2**20
-        threads = proc.num_threads()
+        # the server and its children (the pool's worker processes): RSS summed (shared pages
+        # counted in each process) and PSS summed (shared pages split: the fair total)
+        tree = [proc] + proc.children(recursive=True)
+        rss_own = proc.memory_info().rss / 2**20
+        rss, pss = 0.0, 0.0
+        for q in tree:
+            try:
+                full = q.memory_full_info()
+            except (psutil.Error, OSError):
+                continue
+            rss += full.rss / 2**20
+            pss += getattr(full, "pss", full.rss) / 2**20
+        threads = sum(q.num_threads() for q in tree if q.is_running())
     out = {"mode": mode, "seconds": round(dt, 3), "warmup_s": warmup, "ready_s": round(ready_s, 2),
            "failed": failed, **step_summary(cams),
-           "rss_mb": round(rss, 1), "threads": threads,
+           "rss_mb": round(rss, 1), "pss_mb": round(pss, 1), "rss_own_mb": round(rss_own, 1),
+           "processes": len(tree), "threads": threads,
            "cpu_cores": round((own1 - own0) / dt, 3),
            "others_cores": round(max(0.0, (busy1 - busy0) - (own1 - own0)) / dt, 3),
            "load_avg_1m": round(os.getloadavg()[0], 2),
@@ -458,7 +475,9 @@ def benchmark(cameras: Sequence[int] = DEFAULT_CAMERAS, seconds: float = 6.0, wa
     for m in run_modes:
         per_n = {str(n): combine_rounds(raw[m][n], limit) for n in cameras if raw[m][n]}
         pts = [(int(n), v["rss_mb"]) for n, v in per_n.items() if v["rss_mb"] is not None]
-        results[m] = {"steps": per_n, "rss_per_extra_camera_mb": rss_per_extra_camera(pts)}
+        pss = [(int(n), v["pss_mb"]) for n, v in per_n.items() if v.get("pss_mb") is not None]
+        results[m] = {"steps": per_n, "rss_per_extra_camera_mb": rss_per_extra_camera(pts),
+                      "pss_per_extra_camera_mb": rss_per_extra_camera(pss)}
     if "pool" in results and "per_camera" in results:
         results["pool_over_per_camera"] = {
             n: round(results["pool"]["steps"][n]["detect_fps_total"] /
@@ -496,7 +515,7 @@ def plot(res: dict[str, Any], path: str | Path) -> Path:
     if lim:
         a1.axhline(lim, color="gray", ls="--", label=f"inference limit {lim:.1f}/s")
     a1.set(xlabel="cameras", ylabel="detections/s, all cameras", title="YOLOv3-tiny throughput")
-    a2.set(xlabel="cameras", ylabel="RSS (MB)", title="server process RSS")
+    a2.set(xlabel="cameras", ylabel="RSS (MB)", title="RSS, server + pool worker processes")
     for a in (a1, a2):
         a.set_xscale("log", base=2)
         a.set_xticks(res["cameras"], [str(n) for n in res["cameras"]])
@@ -528,8 +547,8 @@ def markdown(res: dict[str, Any], plot_path: str | None = None) -> str:
         f"ONNX Runtime session, detect() on vtest frames): median **{lim['images_per_s']}** "
         f"images/s ({lims}).", "",
         "| mode | cameras | detections/s, all | per camera | x limit | per-camera min/max | "
-        "published/source, worst | latency p95 (ms) | detector ms p50 | CPU cores | others | RSS (MB) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "published/source, worst | latency p95 (ms) | detector ms p50 | CPU cores | others | RSS (MB) | PSS (MB) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for m in res["modes"]:
         for n, v in sorted(res["results"][m]["steps"].items(), key=lambda kv: int(kv[0])):
@@ -537,12 +556,13 @@ def markdown(res: dict[str, Any], plot_path: str | None = None) -> str:
                          f"{v['limit_ratio']} | {v['detect_fairness_min_over_max']} | "
                          f"{v['published_over_source_min']} | {v['latency_p95_ms_median']} | "
                          f"{v['detector_ms_p50_median']} | {v['cpu_cores']} | {v['others_cores']} | "
-                         f"{v['rss_mb']} |")
+                         f"{v['rss_mb']} | {v.get('pss_mb')} |")
     lines.append("")
     for m in res["modes"]:
         r = res["results"][m]["rss_per_extra_camera_mb"]
-        lines.append(f"RSS per extra camera, {m}: {r['slope_mb']} MB (least-squares slope), "
-                     f"{r['span_mb']} MB (first to last step).")
+        q = res["results"][m].get("pss_per_extra_camera_mb") or {}
+        lines.append(f"Memory per extra camera, {m}: RSS {r['slope_mb']} MB (least-squares slope; "
+                     f"{r['span_mb']} MB first to last step), PSS {q.get('slope_mb')} MB.")
     if "pool_over_per_camera" in res["results"]:
         lines.append("Pool over per-camera detections/s: " + ", ".join(
             f"{n} cameras {v}x" for n, v in res["results"]["pool_over_per_camera"].items()) + ".")
