@@ -131,3 +131,16 @@ def test_order_dependent_detectors_stay_inline():
             "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["detector_pool"] is None
+
+
+def test_offline_pool_only_for_order_free_detectors():
+    """offline_pool builds nothing for a motion gate, the motion detector or pooling off."""
+    from core.config import parse_config
+    from stream.process import offline_pool
+
+    def cfg(**cam):
+        return parse_config({"pool": {"enabled": cam.pop("pool", True)},
+                             "cameras": [{"name": "c", "source": "synthetic:crossing", **cam}]})
+    for c in (cfg(detector="hog", gate="motion"), cfg(detector="motion"),
+              cfg(detector="hog", pool=False), cfg(detector="none")):
+        assert offline_pool(c.cameras[0], c) is None
