@@ -41,7 +41,8 @@ PLAN: dict[str, tuple[list[str], list[str], list[str]]] = {
     "overlay": ([], ["--frames", "100", "--repeats", "3"], []),
     "defects": ([], ["--seeds", "0", "1"], []),
     "store": ([], ["--events", "20000", "--rounds", "10", "--repeats", "1"], []),
-    "multicam": ([], ["--cameras", "1,4,16", "--seconds", "3", "--warmup", "3"], ["video/opencv/vtest.avi"]),
+    "multicam": ([], ["--cameras", "1,4,16", "--seconds", "3", "--warmup", "3", "--process-frames", "40"],
+                 ["video/opencv/vtest.avi"]),
 }
 
 
