@@ -6,6 +6,8 @@ subscriber that records what it receives.
     broker = Mosquitto(tmp_path, users={"vigil": "secret"}).start()   # allow_anonymous false
     broker.kill()      # SIGKILL, like a crashed broker
     broker.restart()   # same port; subscriptions of persistent sessions survive
+    certs = BrokerCerts(tmp_path / "certs")      # openssl: a test CA and a 127.0.0.1 certificate
+    broker = Mosquitto(tmp_path, tls=certs).start()                   # TLS listener
     broker.stop()
 
 `mosquitto_available()` says whether /usr/sbin/mosquitto and mosquitto_passwd are there
@@ -48,7 +50,8 @@ def free_port() -> int:
 
 
 class Mosquitto:
-    def __init__(self, folder: Path, users: dict[str, str] | None = None, port: int | None = None) -> None:
+    def __init__(self, folder: Path, users: dict[str, str] | None = None, port: int | None = None,
+                 tls: "BrokerCerts | None" = None) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -64,6 +67,8 @@ class Mosquitto:
                  "autosave_interval 1", "autosave_on_changes true",
                  "log_dest stderr", "log_type error", "log_type warning", "log_type notice",
                  "log_type information", "connection_messages true"]
+        if tls is not None:  # TLS on this listener (the options follow its `listener` line)
+            lines[2:2] = [f"cafile {tls.ca}", f"certfile {tls.cert}", f"keyfile {tls.key}"]
         if self.users:
             pw = self.folder / "passwd"
             pw.write_text("")
@@ -116,12 +121,34 @@ class Mosquitto:
             return ""
 
 
+class BrokerCerts:
+    """A throwaway CA and a server certificate for 127.0.0.1 / localhost, made by `openssl`."""
+
+    def __init__(self, folder: Path) -> None:
+        f = Path(folder)
+        f.mkdir(parents=True, exist_ok=True)
+        self.ca, self.cert, self.key = f / "ca.pem", f / "server.pem", f / "server.key"
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        run = lambda *a: subprocess.run(["openssl", *a], check=True, capture_output=True, timeout=60)  # noqa: E731
+        run("req", "-x509", *ec, "-keyout", str(f / "ca.key"), "-out", str(self.ca), "-days", "2",
+            "-subj", "/CN=vigil test CA")
+        run("req", *ec, "-keyout", str(self.key), "-out", str(f / "server.csr"), "-subj", "/CN=localhost")
+        (f / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        run("x509", "-req", "-in", str(f / "server.csr"), "-CA", str(self.ca), "-CAkey", str(f / "ca.key"),
+            "-CAcreateserial", "-out", str(self.cert), "-days", "2", "-extfile", str(f / "san.ext"))
+
+    @staticmethod
+    def available() -> tuple[bool, str]:
+        return (shutil.which("openssl") is not None, "openssl not found (to make test certificates)")
+
+
 class Subscriber:
     """A real paho client subscribed to `topics` (QoS 1, persistent session, so messages
     queued for it while the broker restarts are delivered); records every message."""
 
     def __init__(self, port: int, topics: list[str], client_id: str = "vigil-test-subscriber",
-                 username: str | None = None, password: str | None = None) -> None:
+                 username: str | None = None, password: str | None = None,
+                 ca_file: str | None = None) -> None:
         self.topics = topics
         self.messages: list[tuple[str, bytes, bool]] = []  # (topic, payload, retain)
         self._lock = threading.Lock()
@@ -130,6 +157,8 @@ class Subscriber:
                         protocol=paho.MQTTv311, clean_session=False)
         if username:
             c.username_pw_set(username, password)
+        if ca_file:
+            c.tls_set(ca_certs=str(ca_file))
         c.reconnect_delay_set(0.1, 0.5)
         c.on_connect = self._on_connect
         c.on_message = self._on_message

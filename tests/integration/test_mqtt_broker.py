@@ -3,7 +3,9 @@ config in a temporary folder) and a real paho subscriber: a run on synthetic:con
 by the real web server publishes its events, camera state, counters and Home Assistant
 discovery configs; the broker killed (SIGKILL) and restarted mid-run loses no event inside
 the queue bound while the cameras keep running; a broker absent at start, then one refusing
-the credentials, are states with a message in /api/sinks, /metrics and the log.
+the credentials, are states with a message in /api/sinks, /metrics and the log; an outage
+longer than the queue keeps the newest events; TLS with a throwaway CA (verified, unverified,
+insecure).
 
 Skipped with a reason without mosquitto; a failure under VIGIL_CI=1 (.ci/run installs it).
 """
@@ -237,5 +239,46 @@ def test_outage_longer_than_the_queue_keeps_the_newest_events_and_counts_the_res
         assert sink.stats()["sent"] == 3 and sink.stats()["reconnects"] == 1
     finally:
         sink.close(timeout=1.0)
+        sub.close()
+        broker.stop()
+
+
+def test_tls_broker_verified_by_the_configured_ca_and_refused_without_it(tmp_path):
+    """mosquitto with a certificate from a throwaway CA: mqtt.tls.ca_file connects (events
+    arrive over TLS); without it the certificate fails verification (a state with a message);
+    tls.insecure connects anyway (testing only)."""
+    from core.types import Event, EventKind
+    from tests.mqtt_broker import BrokerCerts
+    ok, reason = BrokerCerts.available()
+    require(ok, reason)
+    certs = BrokerCerts(tmp_path / "certs")
+    broker = Mosquitto(tmp_path / "broker", tls=certs).start()
+    sub = Subscriber(broker.port, ["tls/#"], ca_file=str(certs.ca))
+    sinks = []
+    try:
+        def sink(**tls) -> MqttSink:
+            s = MqttSink(MqttConfig(enabled=True, port=broker.port, topic_prefix="tls", discovery=False,
+                                    client_id=f"vigil-tls-{len(sinks)}", tls={"enabled": True, **tls},
+                                    **FAST)).start()
+            sinks.append(s)
+            return s
+
+        good = sink(ca_file=str(certs.ca))
+        assert wait_until(lambda: good.stats()["connected"], timeout=15) is not None, good.stats()
+        good.submit(Event(EventKind.LINE_CROSSED, "belt", id=1, data={"line": "gate"}))
+        assert sub.wait(lambda: [e["id"] for e in sub.events("tls/events")] == [1], timeout=10)
+        assert good.name.startswith("mqtts://")
+
+        untrusted = sink()  # the system's CAs do not know the test CA
+        assert wait_until(lambda: untrusted.stats()["message"] is not None, timeout=15) is not None
+        st = untrusted.stats()
+        assert not st["connected"] and st["state"] == "disconnected"
+        assert "certificate verify failed" in st["message"], st["message"]
+
+        insecure = sink(insecure=True)
+        assert wait_until(lambda: insecure.stats()["connected"], timeout=15) is not None, insecure.stats()
+    finally:
+        for s in sinks:
+            s.close(timeout=1.0)
         sub.close()
         broker.stop()
