@@ -61,6 +61,7 @@ class _Collector:
             latency.add_metric([name], list(st.latency_buckets), st.latency_sum_s)
         yield from (fps, frames, drops, det_drops, errors, reconnects, state, det_ms, viewers, tracks, encodes, latency)
         yield from _pool_families(v)
+        yield from _cluster_families(v)
         ev = CounterMetricFamily("vigil_events", "events published", labels=["kind"])
         for kind, n in v.bus.by_kind.items():
             ev.add_metric([kind], n)
@@ -102,6 +103,31 @@ class _Collector:
                                           "streams refused with 503 because every slot was taken")
             refused.add_metric([], s.refused)
             yield from (open_, limit, refused)
+
+
+def _cluster_families(vigil) -> Iterator:
+    """Cluster mode (runtime/cluster.py): per-node series, pending cameras, moves."""
+    info_fn = getattr(vigil, "cluster_info", None)
+    info = info_fn() if info_fn is not None else None
+    if info is None:
+        return
+    alive = GaugeMetricFamily("vigil_cluster_node_alive", "1 while the node is alive", labels=["node"])
+    cap = GaugeMetricFamily("vigil_cluster_node_capacity", "camera slots of the node", labels=["node"])
+    cams = GaugeMetricFamily("vigil_cluster_node_cameras", "cameras running on the node", labels=["node"])
+    for n in info["nodes"]:
+        alive.add_metric([n["name"]], 1.0 if n["alive"] else 0.0)
+        cap.add_metric([n["name"]], n["capacity"])
+        cams.add_metric([n["name"]], len(n["cameras"]))
+    pending = GaugeMetricFamily("vigil_cluster_pending_cameras", "cameras no node can take now")
+    pending.add_metric([], len(info["pending"]))
+    moves = CounterMetricFamily("vigil_cluster_camera_moves", "times a camera was re-placed on "
+                                "another node", labels=["camera"])
+    rx = CounterMetricFamily("vigil_cluster_received_bytes", "bytes of status and events the head "
+                             "received from the camera's node", labels=["camera"])
+    for name, c in info["cameras"].items():
+        moves.add_metric([name], c["moves"])
+        rx.add_metric([name], c["rx_bytes"])
+    yield from (alive, cap, cams, pending, moves, rx)
 
 
 def _memory_families(vigil) -> Iterator:

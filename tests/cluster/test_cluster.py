@@ -37,6 +37,22 @@ pytestmark = pytest.mark.timeout(420)
 N_CAMERAS = 6
 
 
+def test_cluster_without_ray_is_a_readable_error(tmp_path):
+    """`run --cluster` where Ray is not importable names the extra to install (no traceback)."""
+    import subprocess
+    import sys
+    from tests.conftest import ROOT
+    code = ("import sys, runpy; sys.modules['ray'] = None; "
+            "sys.argv = ['main.py', 'run', '--cluster', 'local:2', '--source', 'synthetic:crossing']; "
+            "runpy.run_path('main.py', run_name='__main__')")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stderr
+    assert "requirements-cluster.txt" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    bad = subprocess.run([sys.executable, "main.py", "run", "--cluster", "nowhere"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--cluster" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+
+
 def _ray_or_skip():
     import importlib.util  # not imported here: Ray reads its auth settings at import
     require(importlib.util.find_spec("ray") is not None,
@@ -133,6 +149,11 @@ def test_placed_over_workers_api_and_a_worker_camera_streams(server):
         assert sorted(n["cameras"]) == sorted(c for c, (_, node) in st.items() if node == name)
         assert isinstance(n.get("raylet_pid"), int)
     assert nodes["head"]["capacity"] == 0 and nodes["head"]["cameras"] == []
+    metrics = requests.get(server.base + "/metrics", timeout=10).text
+    assert 'vigil_cluster_node_alive{node="worker1"} 1.0' in metrics
+    assert 'vigil_cluster_node_cameras{node="worker2"} 3.0' in metrics
+    page = requests.get(server.base + "/", timeout=10).text
+    assert 'id="cluster"' in page and 'data-role="node"' in page and ">worker2</span>" in page
 
     # unwatched: only status and events crossed (a 320x180 frame is 173 KB, 10 of them a second)
     rx0 = {c: v["rx_bytes"] for c, v in info["cameras"].items()}

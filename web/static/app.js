@@ -67,6 +67,8 @@
         fetchJson("/api/cameras/" + encodeURIComponent(name) + "/tracks"),
       ]);
       const st = el.querySelector("[data-role=state]");
+      const nodeEl = el.querySelector("[data-role=node]");  // cluster mode: where it runs
+      if (nodeEl) { nodeEl.hidden = !info.node; nodeEl.textContent = info.node || ""; }
       st.textContent = info.state;
       st.className = "badge state-" + info.state;
       const s = info.stages || {};
@@ -130,6 +132,26 @@
   setInterval(pollAll, 1000);
   setInterval(pollSinks, 5000);
 
+  // cluster mode: the nodes (alive, slots used / capacity, cameras) and the pending cameras
+  const clusterEl = document.getElementById("cluster");
+  let clusterTimer = null;
+  async function pollCluster() {
+    try {
+      const d = await fetchJson("/api/cluster");
+      if (!clusterEl || !d.enabled) { clearInterval(clusterTimer); return; }  // no cluster: stop asking
+      clusterEl.hidden = false;
+      document.getElementById("cluster-nodes").innerHTML = (d.nodes || []).map((n) =>
+        `<li class="${n.alive ? "" : "dead"}"><b>${esc(n.name)}</b> ${esc(n.address || "")} · ` +
+        `${n.alive ? "alive" : "dead"} · ${(n.cameras || []).length}/${n.capacity} · ` +
+        `${esc((n.cameras || []).join(", "))}</li>`).join("");
+      const pend = document.getElementById("cluster-pending");
+      pend.hidden = !(d.pending || []).length;
+      pend.textContent = "pending (no free camera slot): " + (d.pending || []).join(", ");
+    } catch (e) { /* next poll */ }
+  }
+  clusterTimer = setInterval(pollCluster, 3000);
+  pollCluster();
+
   // the feed shows what a person cares about (lines, zones, parts, text, camera states);
   // track start/end are kept too, hidden unless the toggle (remembered per browser) is on
   const TRACK_KINDS = new Set(["track_started", "track_ended"]);
@@ -149,6 +171,7 @@
     const t = new Date(ev.ts * 1000).toLocaleTimeString();
     let what = "";
     if (ev.kind === "camera_state") what = `${ev.data.from} → ${ev.data.to} ${ev.data.message || ""}`;
+    else if (ev.kind === "camera_moved") what = `node ${ev.data.from} → ${ev.data.to} (epoch ${ev.data.epoch})`;
     else if (ev.track_id !== null && ev.track_id !== undefined) what = `#${ev.track_id} ${ev.label || ""}`;
     const d = ev.data || {};
     if (d.text) what += ` “${d.text}”`;
@@ -171,6 +194,6 @@
   es.onopen = () => { connEl.textContent = "live"; connEl.className = "pill ok"; };
   es.onerror = () => { connEl.textContent = "reconnecting…"; connEl.className = "pill bad"; };
   es.onmessage = (m) => addEvent(JSON.parse(m.data));
-  ["track_started", "track_ended", "zone_enter", "zone_leave", "line_crossed", "text_read", "defect_found", "part_passed", "part_unknown", "camera_state"]
+  ["track_started", "track_ended", "zone_enter", "zone_leave", "line_crossed", "text_read", "defect_found", "part_passed", "part_unknown", "camera_state", "camera_moved"]
     .forEach((k) => es.addEventListener(k, (m) => addEvent(JSON.parse(m.data))));
 })();
