@@ -298,9 +298,17 @@ class MqttSink:
         while not self._stop.is_set():
             if self._closing.is_set() and not self._connected:
                 break
-            if self._connect():
-                if self._session():
+            try:
+                if self._connect() and self._session():
                     delay = self.cfg.reconnect_min_s
+            except Exception as e:  # noqa: BLE001 - the client thread never dies of a bug
+                log.exception("mqtt %s: unexpected error in the client thread", self.name)
+                self._connected = False
+                self._fail("disconnected", f"unexpected {type(e).__name__}: {e}")
+                try:
+                    self._client.disconnect()
+                except Exception:  # noqa: BLE001
+                    pass
             if self._stop.is_set() or self._closing.is_set():
                 break
             wait = delay * random.uniform(0.8, 1.2)
@@ -365,7 +373,7 @@ class MqttSink:
         try:
             if c.is_connected():
                 info = c.publish(f"{self.prefix}/available", "offline", qos=1, retain=True)
-                end = time.monotonic() + 1.0
+                end = time.monotonic() + 0.5
                 while not info.is_published() and time.monotonic() < end:
                     if c.loop(timeout=0.05) != MQTTErrorCode.MQTT_ERR_SUCCESS:
                         break

@@ -403,3 +403,39 @@ def test_failed_camera_state_is_published():
     sink._pump()
     assert c.last("vigil/x/state") == b"FAILED"
     assert cam.reset_counters() is False
+
+
+def test_client_thread_survives_an_unexpected_error_and_retries():
+    attempts = []
+
+    class Boom:
+        def __init__(self, **kw):
+            self.kw = kw
+
+        def will_set(self, *a, **kw):
+            pass
+
+        def connect(self, host, port, keepalive=60):
+            attempts.append((host, port))
+            raise RuntimeError("boom")
+
+        def disconnect(self):
+            pass
+
+        def is_connected(self):
+            return False
+
+    sink = MqttSink(MqttConfig(enabled=True, reconnect_min_s=0.02, reconnect_max_s=0.05),
+                    client_factory=Boom).start()
+    try:
+        import time
+        deadline = time.monotonic() + 10
+        while len(attempts) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(attempts) >= 3 and sink._thread.is_alive()
+        st = sink.stats()
+        assert st["state"] == "disconnected" and st["message"] == "unexpected RuntimeError: boom"
+        assert attempts[0] == ("127.0.0.1", 1883)
+    finally:
+        sink.close(timeout=0.2)
+    assert not sink._thread.is_alive()
