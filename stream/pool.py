@@ -447,8 +447,9 @@ class _Worker:
                     req.dets = req.fn(req.frame)
                 except _Crashed as e:
                     req.error = e
-                    log.error("pool %s: worker %d: %s; restarting it", pool.name, self.wid, e)
-                    pool._restart_model(self)
+                    if not self.abandoned:  # (a stuck worker's process is killed by the watchdog)
+                        log.error("pool %s: worker %d: %s; restarting it", pool.name, self.wid, e)
+                        pool._restart_model(self)
                 except Exception as e:  # noqa: BLE001
                     req.error = e
                     if not self.abandoned:
