@@ -147,10 +147,12 @@ def discovery_messages(cfg: MqttConfig, camera: str, keys: list[str], detector: 
 class MqttSink:
     """cfg: the `mqtt` section (core.config.MqttConfig: every key, default and bound).
     cameras: returns the cameras by name (the camera interface), read when states, counters
-    and commands need them; None publishes events only."""
+    and commands need them; None publishes events only. start() starts the client thread;
+    with autostart the first submitted event does it too (a runtime that forgot to)."""
 
     def __init__(self, cfg: MqttConfig, cameras: Callable[[], Mapping[str, Camera]] | None = None,
-                 *, client_factory: Callable[..., Any] | None = None) -> None:
+                 *, client_factory: Callable[..., Any] | None = None, autostart: bool = True) -> None:
+        self.autostart = autostart
         self.cfg = cfg
         self._cameras = cameras or (lambda: {})
         self.max_queue = int(cfg.max_queue)
@@ -205,15 +207,19 @@ class MqttSink:
                 self._queue.append(event)
         if dropped:
             self.health.count("dropped", dropped)
+        elif self._thread is None and self.autostart:  # a runtime that did not call start()
+            self.start()
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> "MqttSink":
         """Start the client thread (connects in the background: never raises for a broker
         that is absent)."""
-        if self._thread is None:
+        with self._cond:
+            if self._thread is not None or self._closing.is_set():
+                return self
             self._state = "connecting"
             self._thread = threading.Thread(target=self._run, name=f"mqtt:{self.cfg.host}", daemon=True)
-            self._thread.start()
+        self._thread.start()
         return self
 
     def close(self, timeout: float = 2.0) -> None:

@@ -81,7 +81,7 @@ COUNTERS = {"detections": 12, "confirmed_tracks": 3, "line gate in": 2, "line ga
 
 
 def connected_sink(cameras=None, client=None, **cfg) -> tuple[MqttSink, Recorder]:
-    sink = MqttSink(MqttConfig(enabled=True, **cfg), cameras=(lambda: cameras or {}))
+    sink = MqttSink(MqttConfig(enabled=True, **cfg), cameras=(lambda: cameras or {}), autostart=False)
     sink._client = client or Recorder()
     sink._connected = True
     return sink, sink._client
@@ -132,7 +132,7 @@ def test_events_are_the_api_payload_in_order_on_prefix_events():
 
 
 def test_queue_is_bounded_drops_the_oldest_and_counts_them():
-    sink = MqttSink(MqttConfig(enabled=True, max_queue=5))  # never started: nothing connects
+    sink = MqttSink(MqttConfig(enabled=True, max_queue=5), autostart=False)  # nothing connects
     for i in range(1, 21):
         sink.submit(ev(i))
     st = sink.stats()
@@ -439,3 +439,17 @@ def test_client_thread_survives_an_unexpected_error_and_retries():
     finally:
         sink.close(timeout=0.2)
     assert not sink._thread.is_alive()
+
+
+def test_first_event_starts_a_sink_nobody_started():
+    sink = MqttSink(MqttConfig(enabled=True, port=1, reconnect_min_s=5, reconnect_max_s=5))
+    assert sink.stats()["state"] == "not started"
+    sink.submit(ev(1))
+    try:
+        assert sink._thread is not None and sink._thread.is_alive()
+        thread = sink._thread
+        sink.submit(ev(2))
+        assert sink._thread is thread  # started once
+    finally:
+        sink.close(timeout=0.2)
+    assert not thread.is_alive() and sink.stats()["dropped"] == 2
