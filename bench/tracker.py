@@ -5,13 +5,18 @@ Boxes only: every frame of the 11 MOT15 sequences in ../shared/data/mot/MOT15/*/
 prepared beforehand for both trackers. With dHash: PETS09-S2L1 detections on the frames of
 vtest.avi (the same footage), decoded into memory first, so the time is tracking + hashing.
 
-Each measurement is repeated (--repeats, alternating which tracker runs first) and the
-median is reported. Output: one JSON object on stdout (--json) or a short table.
+Each repeat runs Vigil boxes-only, SORT and Vigil with dHash back to back (rotating the
+order); rates are medians over the repeats and ratios are medians of the per-repeat ratios
+(paired: on a shared machine the load drifts more between repeats than within one). Every
+ratio is given in wall-clock time and, as `*_cpu`, in process CPU time (time.process_time:
+the work each tracker does, not the time it waited for a core; the steadier figure when
+other processes compete for the cores). Output: one JSON object on stdout (--json) or a short table.
 
     python main.py bench tracker --json
 """
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from pathlib import Path
@@ -33,39 +38,44 @@ def _load_sequences(mot_dir: Path) -> dict[str, list[Detections]]:
     return seqs
 
 
-def _time_vigil(seqs: dict[str, list[Detections]], fps: float = 25.0) -> tuple[float, int]:
-    spent, n = 0.0, 0
-    clock = time.perf_counter
+def _clocks() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def _time_vigil(seqs: dict[str, list[Detections]], fps: float = 25.0) -> tuple[float, float, int]:
+    """(wall seconds, process CPU seconds, updates) of Vigil's tracker, boxes only."""
+    wall = cpu = 0.0
+    n = 0
     for frames in seqs.values():
         trk = Tracker(appearance=False)
-        t0 = clock()
+        w0, c0 = _clocks()
         for i, d in enumerate(frames):
             trk.update(i / fps, d)
-        spent += clock() - t0
-        n += len(frames)
-    return spent, n
+        w1, c1 = _clocks()
+        wall, cpu, n = wall + w1 - w0, cpu + c1 - c0, n + len(frames)
+    return wall, cpu, n
 
 
-def _time_sort(seqs_np: dict[str, list[np.ndarray]]) -> tuple[float, int]:
-    spent, n = 0.0, 0
-    clock = time.perf_counter
+def _time_sort(seqs_np: dict[str, list[np.ndarray]]) -> tuple[float, float, int]:
+    wall = cpu = 0.0
+    n = 0
     for frames in seqs_np.values():
         trk = Sort()
-        t0 = clock()
+        w0, c0 = _clocks()
         for d in frames:
             trk.update(d)
-        spent += clock() - t0
-        n += len(frames)
-    return spent, n
+        w1, c1 = _clocks()
+        wall, cpu, n = wall + w1 - w0, cpu + c1 - c0, n + len(frames)
+    return wall, cpu, n
 
 
-def _time_dhash(images: list[np.ndarray], dets: list[Detections], fps: float) -> float:
+def _time_dhash(images: list[np.ndarray], dets: list[Detections], fps: float) -> tuple[float, float]:
     trk = Tracker(appearance=True)
-    clock = time.perf_counter
-    t0 = clock()
+    w0, c0 = _clocks()
     for i, (img, d) in enumerate(zip(images, dets)):
         trk.update(i / fps, d, image=img)
-    return clock() - t0
+    w1, c1 = _clocks()
+    return w1 - w0, c1 - c0
 
 
 def run(data: Path, repeats: int = 5, dhash_frames: int = 300) -> dict[str, Any]:
@@ -78,33 +88,15 @@ def run(data: Path, repeats: int = 5, dhash_frames: int = 300) -> dict[str, Any]
     # warm-up (imports, caches), not timed
     _time_vigil({k: v[:50] for k, v in seqs.items()})
     _time_sort({k: v[:50] for k, v in seqs_np.items()})
-    vig, base = [], []
-    n_updates = 0
-    for r in range(repeats):
-        order = (0, 1) if r % 2 == 0 else (1, 0)
-        for which in order:
-            if which == 0:
-                s, n_updates = _time_vigil(seqs)
-                vig.append(n_updates / s)
-            else:
-                s, n = _time_sort(seqs_np)
-                base.append(n / s)
-    n_dets = sum(len(d) for v in seqs.values() for d in v)
-    out: dict[str, Any] = {
-        "hz": statistics.median(vig), "baseline_hz": statistics.median(base),
-        "ratio": statistics.median(vig) / statistics.median(base),
-        "hz_runs": [round(v, 1) for v in vig], "baseline_hz_runs": [round(v, 1) for v in base],
-        "sequences": len(seqs), "updates": n_updates,
-        "dets_per_frame": n_dets / max(n_updates, 1), "repeats": repeats,
-    }
     video = data / "video" / "opencv" / "vtest.avi"
     det = mot_dir / "PETS09-S2L1" / "det" / "det.txt"
+    images: list[np.ndarray] = []
+    fps = 10.0
     if video.is_file() and det.is_file():
         import cv2
 
         cap = cv2.VideoCapture(str(video))
         fps = float(cap.get(cv2.CAP_PROP_FPS) or 10.0)
-        images = []
         while len(images) < dhash_frames:
             ok, img = cap.read()
             if not ok:
@@ -113,10 +105,52 @@ def run(data: Path, repeats: int = 5, dhash_frames: int = 300) -> dict[str, Any]
         cap.release()
         dets = [d for _, d in iter_frames(read_mot(det))][:len(images)]
         _time_dhash(images[:20], dets[:20], fps)
-        runs = [len(dets) / _time_dhash(images, dets, fps) for _ in range(repeats)]
-        out.update({"dhash_hz": statistics.median(runs),
-                    # load-independent view: dHash rate over the SORT rate measured in this run
-                    "dhash_ratio_to_baseline": statistics.median(runs) / out["baseline_hz"], "dhash_hz_runs": [round(v, 1) for v in runs],
+    # Each repeat runs the three measurements back to back (rotating their order), and the
+    # ratios are taken within a repeat: on a shared machine the load changes between repeats
+    # far more than within one, so a paired ratio is steadier than a ratio of medians.
+    vig, base, dh = [], [], []           # wall-clock rates
+    vig_c, base_c, dh_c = [], [], []     # process-CPU-time rates
+    n_updates = 0
+    for r in range(repeats):
+        order = [0, 1, 2] if images else [0, 1]
+        k = r % len(order)
+        for which in order[k:] + order[:k]:
+            if which == 0:
+                w, c, n_updates = _time_vigil(seqs)
+                vig.append(n_updates / w)
+                vig_c.append(n_updates / c)
+            elif which == 1:
+                w, c, n = _time_sort(seqs_np)
+                base.append(n / w)
+                base_c.append(n / c)
+            else:
+                w, c = _time_dhash(images, dets, fps)
+                dh.append(len(dets) / w)
+                dh_c.append(len(dets) / c)
+
+    def paired(a, b):
+        return statistics.median(x / y for x, y in zip(a, b)), [round(x / y, 3) for x, y in zip(a, b)]
+
+    n_dets = sum(len(d) for v in seqs.values() for d in v)
+    out: dict[str, Any] = {
+        "hz": statistics.median(vig), "baseline_hz": statistics.median(base),
+        "ratio": paired(vig, base)[0], "ratio_runs": paired(vig, base)[1],
+        # the same ratio in process CPU time: what each tracker costs, not what it waited
+        # for; the steadier figure when other processes compete for the cores
+        "ratio_cpu": paired(vig_c, base_c)[0],
+        "hz_runs": [round(v, 1) for v in vig], "baseline_hz_runs": [round(v, 1) for v in base],
+        "sequences": len(seqs), "updates": n_updates,
+        "dets_per_frame": n_dets / max(n_updates, 1), "repeats": repeats,
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+    }
+    if images:
+        out.update({"dhash_hz": statistics.median(dh),
+                    # load-independent view: dHash rate over the SORT rate of the same repeat
+                    "dhash_ratio_to_baseline": paired(dh, base)[0],
+                    "dhash_ratio_runs": paired(dh, base)[1],
+                    "dhash_ratio_cpu": paired(dh_c, base_c)[0],
+                    "dhash_ratio_cpu_runs": paired(dh_c, base_c)[1],
+                    "dhash_hz_runs": [round(v, 1) for v in dh],
                     "dhash_frames": len(dets),
                     "dhash_dets_per_frame": sum(len(d) for d in dets) / max(len(dets), 1)})
     else:

@@ -491,7 +491,7 @@ class MqttConfig(Section):
         description="'env:NAME' reads it from the environment at start (preferred), or the password itself")
     client_id: str = Field("vigil", pattern=r"^[A-Za-z0-9_-]{1,64}$",
                            description="MQTT client id, also the Home Assistant node id; unique per broker")
-    topic_prefix: str = Field("vigil", max_length=128, pattern=rf"^{_TOPIC_LEVEL}(/{_TOPIC_LEVEL})*$",
+    topic_prefix: str = Field("vigil", max_length=128,
                               description="topics are PREFIX/available, PREFIX/events, "
                                           "PREFIX/CAMERA/state, PREFIX/CAMERA/counts/...")
     qos: Literal[0, 1, 2] = Field(1, description="QoS of every message (0 can lose events when the "
@@ -511,10 +511,17 @@ class MqttConfig(Section):
     discovery: bool = Field(True, description="publish Home Assistant MQTT discovery configs (a sensor per "
                                               "camera state and counter)")
     discovery_prefix: str = Field("homeassistant", max_length=128,
-                                  pattern=rf"^{_TOPIC_LEVEL}(/{_TOPIC_LEVEL})*$",
                                   description="Home Assistant's discovery prefix")
     commands: bool = Field(False, description="obey PREFIX/CAMERA/command (reset_exposure, reset_counters); "
                                               "who may publish there is the broker's to decide (credentials, ACL)")
+
+    @field_validator("topic_prefix", "discovery_prefix")
+    @classmethod
+    def _topic(cls, v: str) -> str:
+        if not re.fullmatch(rf"{_TOPIC_LEVEL}(/{_TOPIC_LEVEL})*", v):
+            raise ValueError("topic levels of letters, digits, _ . and - joined by '/' (no wildcards "
+                             "+ or #, no empty level, no '/' at either end)")
+        return v
 
     @field_validator("password")
     @classmethod

@@ -47,7 +47,7 @@ _K = 4  # dHashes remembered per track (the minimum distance over them is used)
 
 # Per-track columns of the live table and of the lost table.
 _LIVE = ("x", "P", "id", "cls", "label", "score", "hits", "misses", "age", "confirmed",
-         "last_ts", "det_index", "hash", "hash_n", "trail", "trail_n")
+         "last_ts", "det_index", "hash", "hash_n", "hash_ts", "trail", "trail_n")
 _LOST = ("id", "cls", "label", "xywh", "vel", "ts", "hash", "hits")
 
 
@@ -75,7 +75,8 @@ class Tracker:
             "misses": np.zeros(0, np.int32), "age": np.zeros(0, np.int32),
             "confirmed": np.zeros(0, bool), "last_ts": np.zeros(0), "det_index": np.zeros(0, np.int32),
             "hash": np.zeros((0, _K), np.uint64), "hash_n": np.zeros(0, np.int64),
-            "trail": np.zeros((0, L, 2), np.float32), "trail_n": np.zeros(0, np.int64),
+            "hash_ts": np.zeros(0), "trail": np.zeros((0, L, 2), np.float32),
+            "trail_n": np.zeros(0, np.int64),
         }
         self._lost: dict[str, np.ndarray] = {
             "id": np.zeros(0, np.int64), "cls": np.zeros(0, np.int32), "label": np.zeros(0, object),
@@ -90,7 +91,7 @@ class Tracker:
         self._any_label = False
         self._events: deque[tuple[str, int]] = deque(maxlen=self.params.max_events)
         self.stats = {"updates": 0, "stale_updates": 0, "dropped_births": 0, "dropped_invalid": 0,
-                      "reidentified": 0, "events_dropped": 0}
+                      "reidentified": 0, "events_dropped": 0, "hashed": 0}
 
     @property
     def n_live(self) -> int:
@@ -159,29 +160,40 @@ class Tracker:
         det_c = xyxy_to_cxcywh(det_xyxy)
         det_cls = detections.class_id
         use_app = p.appearance and image is not None and nd > 0
-        if use_app:
-            det_hash, det_hv = dhash_boxes(image, det_xyxy)
-        else:
-            det_hash, det_hv = np.zeros(nd, np.uint64), np.zeros(nd, bool)
+        # dHashes are computed lazily, only for the detections that use one (see _hash)
+        det_hash, det_hv = np.zeros(nd, np.uint64), np.zeros(nd, bool)
+        hashed = np.zeros(nd, bool)
+
+        def need(idx: np.ndarray) -> None:
+            if use_app:
+                self._hash(image, det_xyxy, idx, det_hash, det_hv, hashed)
 
         # ---- association
         nt = a["id"].shape[0]
         det_index = np.full(nt, -1, np.int32)
         rows = np.empty(0, np.int64)
         cols = np.empty(0, np.int64)
+        crowded = None
         if nt and nd:
             iou = iou_matrix(cxcywh_to_xyxy(a["x"]), det_xyxy)
+            if use_app:
+                crowded = (iou > 0).sum(axis=0) > 1
             same = a["cls"][:, None] == det_cls[None, :]
             gate = (iou >= p.iou_gate) & same
             cost = 1.0 - iou
             ham = None
-            if use_app and det_hv.any():
-                ham = self._track_hamming(a["hash"], a["hash_n"], det_hash, det_hv)
-                if p.appearance_weight > 0:
+            if use_app and p.appearance_weight > 0:
+                # the cost decides only where the gate leaves a choice: a detection with
+                # more than one admissible track, or admissible for a track that has more
+                rc, cc = gate.sum(axis=1), gate.sum(axis=0)
+                amb = (cc > 1) | (gate & (rc > 1)[:, None]).any(axis=0)
+                if amb.any():
+                    need(np.flatnonzero(amb))
+                    ham = self._track_hamming(a["hash"], a["hash_n"], det_hash, det_hv)
                     cost = cost + p.appearance_weight * np.where(ham >= 0, ham, 0) / 64.0
             rows, cols = gated_assignment(cost, gate)
             if p.distance_gate > 0:
-                rows, cols = self._second_stage(rows, cols, det_c, same, ham)
+                rows, cols = self._second_stage(rows, cols, det_c, same, need, det_hash, det_hv)
         det_index[rows] = cols.astype(np.int32)
 
         # ---- matched tracks
@@ -196,10 +208,16 @@ class Tracker:
             if detections.label is not None:
                 a["label"][rows] = detections.label[cols]
             if use_app:
-                hv = det_hv[cols]
+                # the gallery takes a hash at most every gallery_interval_s per track
+                due = (a["hash_n"][rows] == 0) | (ts - a["hash_ts"][rows] >= p.gallery_interval_s - 1e-9)
+                if crowded is not None:  # touching another track: an occlusion may follow
+                    due |= crowded[cols]
+                need(cols[due])
+                hv = due & det_hv[cols]
                 r, c = rows[hv], cols[hv]
                 a["hash"][r, a["hash_n"][r] % _K] = det_hash[c]
                 a["hash_n"][r] += 1
+                a["hash_ts"][r] = ts
         a["misses"] += 1
         a["age"] += 1
         a["det_index"] = det_index
@@ -229,6 +247,7 @@ class Tracker:
         if p.birth_score > 0:  # ByteTrack: low-score detections may extend tracks, not start them
             free &= detections.score >= p.birth_score
         if free.any():
+            need(np.flatnonzero(free))  # re-identification and the new track's first hash
             self._births(np.flatnonzero(free), det_c, detections, det_hash, det_hv, ts)
             a = self._a
         self._purge_lost(ts)
@@ -283,7 +302,17 @@ class Tracker:
         ham[(t_n == 0)[:, None] | ~d_valid[None, :]] = -1
         return ham
 
-    def _second_stage(self, rows, cols, det_c, same, ham):
+    def _hash(self, image, det_xyxy, idx, det_hash, det_hv, hashed) -> None:
+        """dHash the detections `idx` not hashed yet in this update, in place."""
+        idx = idx[~hashed[idx]]
+        if idx.size:
+            h, v = dhash_boxes(image, det_xyxy[idx])
+            det_hash[idx] = h
+            det_hv[idx] = v
+            hashed[idx] = True
+            self.stats["hashed"] += int(idx.size)
+
+    def _second_stage(self, rows, cols, det_c, same, need, det_hash, det_hv):
         """Coasting confirmed tracks left unmatched by IoU vs unmatched detections, gated by a
         scale-free centre distance (and the dHash threshold when both hashes exist)."""
         a = self._a
@@ -301,8 +330,9 @@ class Tracker:
         hr = xt[:, None, 3] / np.maximum(det_c[None, di, 3], 1e-6)
         gate = (dist <= p.distance_gate) & same[np.ix_(ti, di)] & (hr < 1.5) & (hr > 1 / 1.5)
         cost = dist
-        if ham is not None:
-            hm = ham[np.ix_(ti, di)]
+        need(di[gate.any(axis=0)])
+        if det_hv[di].any():
+            hm = self._track_hamming(a["hash"][ti], a["hash_n"][ti], det_hash[di], det_hv[di])
             gate &= (hm < 0) | (hm <= p.dhash_threshold)
             cost = dist + p.appearance_weight * np.where(hm >= 0, hm, 0) / 64.0
         r2, c2 = gated_assignment(cost, gate)
@@ -419,6 +449,7 @@ class Tracker:
                "misses": np.zeros(n, np.int32), "age": np.ones(n, np.int32),
                "confirmed": confirmed, "last_ts": np.full(n, ts),
                "det_index": free.astype(np.int32), "hash": hsh, "hash_n": hv.astype(np.int64),
+               "hash_ts": np.full(n, ts),
                "trail": np.zeros((n, p.trail_length, 2), np.float32),
                "trail_n": np.zeros(n, np.int64)}
         for k in _LIVE:

@@ -42,6 +42,27 @@ def test_batched_predict_update_match_filterpy():
         assert np.allclose(Pu[i], Pr, rtol=1e-7, atol=1e-9)
 
 
+
+def test_block_update_equals_dense_and_keeps_the_structure():
+    """update() relies on P being four 2x2 (component, velocity) blocks; after many
+    predict/update cycles with varying dt it still is (every other entry exactly 0) and
+    update() gives what the dense P H^T S^-1 form gives, state and covariance."""
+    rng = np.random.default_rng(5)
+    kf, x, P = _states(rng, 9)
+    block = np.zeros((8, 8), bool)
+    for i in range(4):
+        block[np.ix_([i, i + 4], [i, i + 4])] = True
+    for step in range(40):
+        kf.predict(x, P, float(rng.uniform(0.01, 0.5)))
+        z = x[:, :4] + rng.normal(0, 3, (len(x), 4))
+        xs, Ps = kf.update(x, P, z)
+        xd, Pd = kf.update_dense(x, P, z)
+        assert np.allclose(xs, xd, rtol=1e-12, atol=1e-9), step
+        assert np.allclose(Ps, Pd, rtol=1e-10, atol=1e-9), step
+        assert (Ps[:, ~block] == 0).all() and np.array_equal(Ps, Ps.transpose(0, 2, 1))
+        x, P = xs, Ps
+
+
 def test_prediction_is_time_consistent():
     """One 0.2 s step equals five 0.04 s steps (exact continuous-noise discretisation)."""
     rng = np.random.default_rng(1)
