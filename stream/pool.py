@@ -515,7 +515,7 @@ class _Batcher:
                 deadline = first + pool.batch_window_s()
                 # full: every request in flight has handed its image in (a camera with nothing
                 # new has no request, so it is never waited for), or max_batch
-                while (len(self.items) < min(pool.max_batch, pool._running_jobs)
+                while (len(self.items) < min(pool.max_batch, pool._demand())
                        and not pool._closed and not self.abandoned):
                     left = deadline - time.monotonic()
                     if left <= 0:
@@ -720,6 +720,18 @@ class DetectorPool:
             if best is None or (v, c.last_served) < (max(best.vtime, self._vclock), best.last_served):
                 best = c
         return best, wait
+
+    def _demand(self) -> int:
+        """(under the lock) Requests running now plus those waiting to be taken: the most
+        images the next batch can hold without waiting for a camera with nothing new."""
+        now = time.monotonic()
+        n = self._running_jobs
+        for c in self._clients:
+            free = c.max_inflight - c.inflight
+            if free <= 0 or c.next_at > now:
+                continue
+            n += min(free, len(c._queue)) if c.fifo else int(c._waiting())
+        return n
 
     def _next(self, worker: Any) -> _Request | None:
         """Wait for the next request for `worker` (None: the pool closed or the worker was
