@@ -353,3 +353,51 @@ def test_process_workers_share_memory_and_a_crashed_worker_restarts():
     assert after >= 4 and st["restarts"] == 1, st     # served again after the restart
     assert all(d.xyxy.tolist() == want[0] for _, d in results)
     assert st["workers"] == 2
+
+
+def test_pooled_detection_keeps_the_live_schedulers_contract_with_a_gate_per_camera():
+    """PooledDetection (stream/frameloop.py) on a pool: every Nth frame offered, results with
+    the frame they were computed on, applied by the FrameStep at that frame's time; each
+    camera's motion gate is its own while the model is the pool's."""
+    from core.config import parse_config
+    from detectors.motion import GatedDetector, MotionDetector
+    from stream.analyzer import build_analyzer, build_camera_detector
+    from stream.frameloop import FrameStep, PooledDetection
+
+    cfg = parse_config({"cameras": [{"name": f"cam{i}", "source": "synthetic:crossing",
+                                     "detector": "hog", "gate": "motion"} for i in range(2)],
+                        "tracker": {"min_hits": 1, "appearance": False}})
+    pool = DetectorPool(lambda: Sleeper(0.002), workers=2)
+    scheds, steps = [], []
+    try:
+        for cam in cfg.cameras:
+            det = build_camera_detector(cam, cfg, model=pool.model)
+            assert isinstance(det, GatedDetector) and det.inner is pool.model
+            an = build_analyzer(cam, cfg, detector=det)
+            scheds.append(PooledDetection(an, cam.name, pool.client(cam.name), every=2))
+            steps.append(FrameStep(an))
+        gates = [s.analyzer.detector.gate for s in scheds]
+        assert gates[0] is not gates[1] and all(isinstance(g, MotionDetector) for g in gates)
+        assert scheds[0].start() is None                 # no thread of its own
+        got: list = [[], []]
+        for k in range(8):
+            for i, s in enumerate(scheds):
+                f = Frame(np.zeros((48, 64, 3), np.uint8), k, k * 0.04, s.camera)
+                ups = s.updates(f)
+                got[i] += ups
+                steps[i].advance(f, ups)
+                if k % 2 == 0:  # let the pool finish this one (no drops in this test)
+                    deadline = time.monotonic() + 2.0
+                    while s.stage.processed < k // 2 + 1 and time.monotonic() < deadline:
+                        time.sleep(0.002)
+        for i, s in enumerate(scheds):
+            time.sleep(0.05)
+            got[i] += s.client.take()   # what finished after the last frame
+            assert [(f.seq, d.frame_seq) for f, d in got[i]] == [(k, k) for k in (0, 2, 4, 6)]
+            assert s.dropped == 0 and s.stage.processed == 4 and s.slot.put_count == 4
+            # the gate saw exactly this camera's frames (its state is the camera's own)
+            assert s.analyzer.detector.gate._frames == 4
+            s.stop()
+        assert pool.stats()["cameras"] == {}
+    finally:
+        pool.close()
