@@ -401,6 +401,11 @@ class TrackerConfig(Section):
     dhash_threshold: int = Field(20, ge=0, le=64, description="max Hamming bits for re-identification "
                                  "(unrelated crops differ by ~32 +- 4 bits, so 20 is 3 sigma off; re-id is also "
                                  "gated by the predicted position; 16 left PETS09 at 59 ids, 20 gives 43)")
+    gallery_interval_s: float = Field(0.3, ge=0, le=60, description="a matched track's detection is hashed "
+                                      "into its gallery of 4 at most this often (and whenever it touches another "
+                                      "track): 4 hashes over ~1.2 s instead of 4 consecutive frames, and a match "
+                                      "the IoU gate decides alone needs no hash. PETS09: 45 % fewer hashes at the "
+                                      "same 43 ids (0.2: 42, 0.4: 45, 0.5: 44); 0: hash every match")
     reid_window_s: float = Field(5.0, ge=0, le=600, description="how long a lost track can get its id back (0: never)")
     reid_radius: float = Field(1.0, ge=0, le=20, description="re-id radius in box heights at loss time ...")
     reid_speed: float = Field(0.5, ge=0, le=20, description="... growing by (track speed + this x height) per second")

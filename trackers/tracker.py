@@ -195,6 +195,20 @@ class Tracker:
             if p.distance_gate > 0:
                 rows, cols = self._second_stage(rows, cols, det_c, same, need, det_hash, det_hv)
         det_index[rows] = cols.astype(np.int32)
+        # births: unmatched detections; ByteTrack's split: low scores extend tracks, never start one
+        free = np.ones(nd, bool)
+        free[cols] = False
+        if p.birth_score > 0:
+            free &= detections.score >= p.birth_score
+        due = np.zeros(rows.size, bool)
+        if use_app and rows.size:
+            # the gallery takes a hash at most every gallery_interval_s per track, and while
+            # the track touches another one (an occlusion may follow)
+            due = (a["hash_n"][rows] == 0) | (ts - a["hash_ts"][rows] >= p.gallery_interval_s - 1e-9)
+            if crowded is not None:
+                due |= crowded[cols]
+        # one hashing call for the gallery and the births (re-identification, first hash)
+        need(np.concatenate([cols[due], np.flatnonzero(free)]))
 
         # ---- matched tracks
         if rows.size:
@@ -208,11 +222,6 @@ class Tracker:
             if detections.label is not None:
                 a["label"][rows] = detections.label[cols]
             if use_app:
-                # the gallery takes a hash at most every gallery_interval_s per track
-                due = (a["hash_n"][rows] == 0) | (ts - a["hash_ts"][rows] >= p.gallery_interval_s - 1e-9)
-                if crowded is not None:  # touching another track: an occlusion may follow
-                    due |= crowded[cols]
-                need(cols[due])
                 hv = due & det_hv[cols]
                 r, c = rows[hv], cols[hv]
                 a["hash"][r, a["hash_n"][r] % _K] = det_hash[c]
@@ -242,12 +251,7 @@ class Tracker:
                 a = self._a
 
         # ---- births (re-identified or new)
-        free = np.ones(nd, bool)
-        free[cols] = False
-        if p.birth_score > 0:  # ByteTrack: low-score detections may extend tracks, not start them
-            free &= detections.score >= p.birth_score
         if free.any():
-            need(np.flatnonzero(free))  # re-identification and the new track's first hash
             self._births(np.flatnonzero(free), det_c, detections, det_hash, det_hv, ts)
             a = self._a
         self._purge_lost(ts)
