@@ -620,6 +620,7 @@ class DetectorPool:
         self.batches = 0
         self._workers: list[Any] = []
         self._batcher: _Batcher | None = None
+        self._direct: PoolClient | None = None
         # the model's name and classes, from a probe detector (the first worker's, in threads)
         prebuilt: list[Any] = []
         if kind == "processes":  # started side by side, then waited for
@@ -898,9 +899,14 @@ class DetectorPool:
     def submit(self, frame: Any, fn: Job | None = None, client: PoolClient | None = None) -> _Request:
         """Queue `frame` (run through `fn`, by default the model) as a request of its own."""
         c = client
-        if c is None:
-            c = PoolClient(self, "direct", fifo=True, max_inflight=1 << 30)
-            self._add(c)
+        if c is None:  # one shared client for direct submissions, as many in flight as workers
+            with self._cond:
+                c = self._direct
+            if c is None:
+                c = PoolClient(self, "direct", fifo=True, max_inflight=self.n_workers)
+                self._add(c)
+                with self._cond:
+                    self._direct = c
         req = _Request(c, frame, fn or self.model.detect)
         with self._cond:
             c._queue.append(req)

@@ -401,3 +401,15 @@ def test_pooled_detection_keeps_the_live_schedulers_contract_with_a_gate_per_cam
         assert pool.stats()["cameras"] == {}
     finally:
         pool.close()
+
+
+def test_direct_submissions_share_one_client():
+    pool = DetectorPool(lambda: Sleeper(0.002), workers=2)
+    try:
+        reqs = [pool.submit(f) for f in frames(6)]
+        for r in reqs:
+            assert r.done.wait(5)
+        assert [int(r.dets.xyxy[0, 0]) for r in reqs] == list(range(6))
+        assert len([c for c in pool.clients if c.name == "direct"]) == 1
+    finally:
+        pool.close()
