@@ -442,6 +442,13 @@ class _Worker:
                 req = pool._next(self)
                 if req is None:
                     break
+                if req is _RESTART:  # its worker process died while idle
+                    log.error("pool %s: worker %d: process %s ended (exit code %s); restarting it",
+                              pool.name, self.wid, self.model.proc.pid, self.model.proc.exitcode)
+                    pool._restart_model(self)
+                    if self.model is None:
+                        break
+                    continue
                 t0 = time.perf_counter()
                 try:
                     req.dets = req.fn(req.frame)
@@ -469,6 +476,11 @@ class _Worker:
 
     def _call(self, frame: Any) -> Detections:
         return self.model(frame)
+
+    def dead(self) -> bool:
+        """Its worker process ended (checked while it waits for work)."""
+        m = self.model
+        return isinstance(m, _ProcessModel) and not m.proc.is_alive()
 
 
 class _Batcher:
@@ -551,6 +563,9 @@ class _Batcher:
                 pass
 
 
+_RESTART = object()  # _next's answer to a worker whose process died while it waited
+
+
 class _JobThread:
     """Batch kind: runs one request at a time (the camera's gate, then the batched model)."""
 
@@ -561,6 +576,9 @@ class _JobThread:
         self.abandoned = False
         self.gen = 0
         self.thread = threading.Thread(target=self._run, name=f"pool-{pool.name}-job{wid}", daemon=True)
+
+    def dead(self) -> bool:
+        return False
 
     def _run(self) -> None:
         pool = self.pool
@@ -742,6 +760,8 @@ class DetectorPool:
             while True:
                 if self._closed or worker.abandoned:
                     return None
+                if worker.dead():
+                    return _RESTART  # type: ignore[return-value]
                 now = time.monotonic()
                 c, wait = self._pick(now)
                 if c is not None:

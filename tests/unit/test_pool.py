@@ -333,6 +333,11 @@ def test_process_workers_share_memory_and_a_crashed_worker_restarts():
         victim = pool._workers[0].model.proc
         victim.kill()
         victim.join(5)
+        # found dead while idle (no request needed), restarted and counted
+        t0 = time.monotonic()
+        while pool.restarts < 1 and time.monotonic() - t0 < 60:
+            time.sleep(0.05)
+        assert pool.restarts == 1
         cs = [pool.client("cam1"), pool.client("cam2")]  # two cameras keep both workers busy
         results = []
         t0 = time.monotonic()
@@ -345,8 +350,7 @@ def test_process_workers_share_memory_and_a_crashed_worker_restarts():
             time.sleep(0.05)
             got = [r for c in cs for r in c.take()]
             results += got
-            if pool.restarts:
-                after += len(got)
+            after += len(got)
         st = pool.stats()
     finally:
         pool.close()
