@@ -94,7 +94,9 @@ def test_a_killed_worker_process_is_restarted_while_cameras_go_on(tmp_path):
         st = v.cameras["cam1"].status()
         assert st.pool["restarts"] == 1 and st.pool["workers"] == 2
         assert st.stages["publish"].processed > published    # the camera went on meanwhile
-        assert all(w.model.proc.is_alive() for w in pool._workers)
+        # the replacement process is up (it may still have been starting a moment ago)
+        assert wait_until(lambda: all(w.model.proc.is_alive() for w in pool._workers),
+                          timeout=60, step=0.1) is not None
     finally:
         assert v.stop(5.0)
     assert all(not w.model.proc.is_alive() for w in pool._workers)
