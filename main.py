@@ -394,6 +394,27 @@ def bench_store(a: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def bench_cluster(a: argparse.Namespace) -> int:
+    import contextlib
+    from runtime.cluster import ClusterUnavailable
+    try:
+        from bench.cluster import benchmark
+        # Ray's driver prints node deaths (the kills) on stdout: keep stdout for the JSON
+        with contextlib.redirect_stdout(sys.stderr):
+            res = benchmark(a.cameras, a.kills, a.freezes, a.baseline_kills, a.baseline_freezes,
+                            a.seconds, a.width, a.height, a.fps, a.detector,
+                            log=(lambda m: None) if a.quiet else
+                            (lambda m: print(m, file=sys.stderr, flush=True)))
+    except ClusterUnavailable as e:
+        _err(str(e))
+        return EXIT_FAIL
+    _emit(res, a.json)
+    if a.markdown:
+        from bench.cluster import markdown
+        Path(a.markdown).write_text(markdown(res))
+    return EXIT_OK
+
+
 def bench_all(a: argparse.Namespace) -> int:
     from bench.all import PLAN, run_all
     names = [n for n in (a.only or list(PLAN)) if n not in a.skip]
@@ -555,6 +576,28 @@ def _add_bench_parsers(b: argparse.ArgumentParser) -> None:
     p.add_argument("--plot", help="write the throughput / RSS plot (PNG) here")
     p.add_argument("--process-frames", type=_number(int, 0), default=120,
                    help="vtest frames of `process` inline vs on the pool (default 120; 0 skips)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+
+    p = add("cluster", bench_cluster, "Vigil on a local Ray cluster (the `cluster` extra): failover time "
+            "(a worker SIGKILLed -> every camera LIVE again) over several kills, with Ray's default "
+            "health checks as the baseline; cameras per node; bytes per camera per second, watched "
+            "and unwatched, against raw frames")
+    p.add_argument("--cameras", type=_number(int, 1, 32), default=6, help="synthetic cameras (default 6)")
+    p.add_argument("--kills", type=_number(int, 0, 20), default=2, help="workers SIGKILLed with the "
+                   "tuned health checks (default 2)")
+    p.add_argument("--freezes", type=_number(int, 0, 20), default=2, help="workers SIGSTOPped (hung: "
+                   "only the health checks notice) with the tuned health checks (default 2)")
+    p.add_argument("--baseline-kills", type=_number(int, 0, 10), default=1,
+                   help="kills with Ray's default health checks (default 1)")
+    p.add_argument("--baseline-freezes", type=_number(int, 0, 10), default=1,
+                   help="freezes with Ray's default health checks (default 1; both 0: no baseline)")
+    p.add_argument("--seconds", type=_number(float, 1, 600), default=5.0,
+                   help="seconds per bytes measurement (default 5)")
+    p.add_argument("--width", type=_number(int, 160, 3840), default=768, help="frame width (default 768)")
+    p.add_argument("--height", type=_number(int, 120, 2160), default=432, help="frame height (default 432)")
+    p.add_argument("--fps", type=_number(float, 1, 120), default=25.0, help="camera fps (default 25)")
+    p.add_argument("--detector", default="none", help="detector of every camera (default none)")
+    p.add_argument("--markdown", help="also write the BENCHMARKS.md section here")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
     p = add("store", bench_store, "event store queries behind the review page (filtered pages, keyset "

@@ -43,6 +43,8 @@ PLAN: dict[str, tuple[list[str], list[str], list[str]]] = {
     "store": ([], ["--events", "20000", "--rounds", "10", "--repeats", "1"], []),
     "multicam": ([], ["--cameras", "1,4,16", "--seconds", "3", "--warmup", "3", "--process-frames", "40"],
                  ["video/opencv/vtest.avi"]),
+    "cluster": ([], ["--kills", "1", "--freezes", "1", "--baseline-kills", "0", "--baseline-freezes", "0",
+                     "--seconds", "2"], []),
 }
 
 

@@ -176,6 +176,29 @@ class LocalCluster:
         node = self.workers.pop(name)
         self.cluster.remove_node(node, allow_graceful=False)
 
+    def freeze_worker(self, name: str) -> list[int]:
+        """SIGSTOP the node's processes (raylet, its workers, its agents): a node that hangs or
+        drops off the network without closing a connection, so only Ray's health checks can
+        tell it is gone. kill_worker() ends it later."""
+        import signal
+        import psutil
+        node = self.workers[name]
+        pids: set[int] = set()
+        for procs in node.all_processes.values():
+            for info in procs:
+                try:
+                    p = psutil.Process(info.process.pid)
+                    pids.add(p.pid)
+                    pids.update(c.pid for c in p.children(recursive=True))
+                except psutil.Error:
+                    pass
+        for pid in sorted(pids):
+            try:
+                os.kill(pid, signal.SIGSTOP)
+            except OSError:
+                pass
+        return sorted(pids)
+
     def raylet_pids(self) -> dict[str, int]:
         out = {}
         for name, node in [("head", self.cluster.head_node), *self.workers.items()]:
@@ -614,6 +637,7 @@ class _Host:
         self.poll_ref = None
         self.poll_names: list[str] = []
         self.pid: int | None = None
+        self.unavailable = 0  # polls in a row that found the actor unreachable
 
 
 class _Slot:
@@ -786,7 +810,7 @@ class Controller:
                 self._stop.wait(left)
 
     def step(self) -> None:
-        from ray.exceptions import RayActorError
+        from ray.exceptions import ActorUnavailableError, RayActorError
         self.refresh_nodes()
         self._sync_hosts()
         # at start, wait (up to HOST_START_GRACE_S) for every node's host, so the first plan
@@ -820,6 +844,18 @@ class Controller:
             what, obj = pending[ref]
             try:
                 value = self.ray.get(ref, timeout=1.0)
+            except ActorUnavailableError as e:
+                # unreachable: a dead process, or a blip on the network. Lost at the second poll
+                # in a row that says so (or when Ray's health checks declare the node dead)
+                h = obj if what != "add" else obj.host
+                if what == "poll":
+                    obj.poll_ref = None
+                    obj.unavailable += 1
+                    if obj.unavailable < 2:
+                        continue
+                if h is not None and h.node_id in self.hosts:
+                    self._host_lost(h, type(e).__name__)
+                continue
             except RayActorError as e:
                 h = obj if what != "add" else obj.host
                 if h is not None and h.node_id in self.hosts:
@@ -840,6 +876,7 @@ class Controller:
                     self._added(obj, value)
             else:
                 obj.poll_ref = None
+                obj.unavailable = 0
                 for name, result in value.items():
                     s = self.slots.get(name)
                     if s is not None and s.host is obj and s.ready:
