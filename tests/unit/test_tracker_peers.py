@@ -36,6 +36,7 @@ def test_runner_protocol_with_vigil(tmp_path):
                        params={"appearance": False})
     assert r["tracker"] == "vigil" and r["updates"] == 31      # every frame, the empty one too
     assert r["seconds"] > 0 and r["hz"] == pytest.approx(31 / r["seconds"])
+    assert r["cpu_seconds"] > 0 and r["hz_cpu"] == pytest.approx(31 / r["cpu_seconds"])
     rows = read_mot(out)
     assert r["boxes"] == len(rows) > 0
     assert set(np.unique(rows[:, 0])) <= set(range(1, 32))
@@ -91,12 +92,14 @@ def test_venvs_are_named_by_their_pinned_requirements(tmp_path):
 
 def test_markdown_has_one_row_per_tracker():
     res = {"results": {
-        "vigil": {"hz": 4000.0, "TUD-Stadtmitte": {"mota": 0.73, "idf1": 0.8, "id_switches": 9,
+        "vigil": {"hz": 4000.0, "hz_cpu": 4200.0, "TUD-Stadtmitte": {"mota": 0.73, "idf1": 0.8, "id_switches": 9,
                                                    "fragmentations": 12, "hota": 0.558,
                                                    "trackeval": {"hota": 0.558}},
-                  "PETS09-S2L1": {"ids": 64, "boxes": 4235, "hz": 4100.0, "video": False}},
+                  "PETS09-S2L1": {"ids": 64, "boxes": 4235, "hz": 4100.0, "hz_cpu": 4300.0,
+                                  "video": False}},
         "norfair": {"error": "creating the norfair environment failed"}}}
     md = tp.markdown(res).splitlines()
-    assert len(md) == 4 and md[2].startswith("| vigil | 0.730 | 0.800 | 9 | 12 | 0.5580 / 0.5580 | 64 |")
+    assert len(md) == 4 and md[2] == ("| vigil | 0.730 | 0.800 | 9 | 12 | 0.5580 / 0.5580 | 64 | 4235 "
+                                      "| 4300 | 4200 |")
     assert "error: creating the norfair" in md[3]
     json.dumps(res)  # plain data
