@@ -59,8 +59,8 @@ def _ray_or_skip():
             "Ray is not installed (pip install -r requirements-cluster.txt -c constraints.txt)")
 
 
-def cameras(n: int, prefix: str = "cam") -> list[dict]:
-    return [{"name": f"{prefix}{i}", "source": "synthetic:crossing", "detector": "motion", "seed": i,
+def cameras(n: int, prefix: str = "cam", prefer: dict[int, str] | None = None) -> list[dict]:
+    return [{"name": f"{prefix}{i}", **({"node": prefer[i]} if prefer and i in prefer else {}), "source": "synthetic:crossing", "detector": "motion", "seed": i,
              "synthetic": {"width": 320, "height": 180, "fps": 10, "objects": 3, "speed_min": 90,
                            "speed_max": 160, "size_min": 24, "size_max": 40, "pause_max": 0.3},
              "detector_params": {"warmup_frames": 10},
@@ -120,7 +120,8 @@ def _wait(pred, timeout: float, step: float = 0.1):
 
 @pytest.fixture(scope="module")
 def server(cluster, tmp_path_factory):
-    cfg = make_config(cameras(N_CAMERAS), data_dir=str(tmp_path_factory.mktemp("cluster-data")))
+    # cam0 and cam1 prefer worker1 (soft)
+    cfg = make_config(cameras(N_CAMERAS, prefer={0: "worker1", 1: "worker1"}), data_dir=str(tmp_path_factory.mktemp("cluster-data")))
     data = cfg.model_dump(mode="python")
     data["cluster"]["address"] = cluster.address
     from core.config import parse_config
@@ -139,6 +140,7 @@ def test_placed_over_workers_api_and_a_worker_camera_streams(server):
     per_node = collections.Counter(node for _, node in st.values())
     assert set(per_node) == {"worker1", "worker2"}, st  # the head has no camera slots
     assert sorted(per_node.values()) == [3, 3], per_node  # spread by free slots
+    assert st["cam0"][1] == st["cam1"][1] == "worker1", st  # their preferred node
     info = requests.get(server.base + "/api/cluster", timeout=5).json()
     assert info["enabled"] and info["pending"] == []
     nodes = {n["name"]: n for n in info["nodes"]}
@@ -234,9 +236,9 @@ def test_worker_killed_cameras_live_again_within_10s_events_intact(server, clust
 
 def test_over_capacity_pending_until_a_node_joins(server, cluster, tmp_path):
     """worker2 (6 slots) is the only node left: 8 cameras leave 2 PENDING; a node joining
-    with 4 slots takes them."""
+    with 4 slots takes them. load0 prefers a node that is not there: it runs elsewhere."""
     _stop(server)  # its 6 cameras free worker2's slots
-    cfg = make_config(cameras(8, prefix="load"), data_dir=str(tmp_path))
+    cfg = make_config(cameras(8, prefix="load", prefer={0: "worker3"}), data_dir=str(tmp_path))
     data = cfg.model_dump(mode="python")
     data["cluster"]["address"] = cluster.address
     from core.config import parse_config
@@ -249,6 +251,7 @@ def test_over_capacity_pending_until_a_node_joins(server, cluster, tmp_path):
         assert st, _states(srv)
         pending = sorted(c for c, (s, _) in st.items() if s == "PENDING")
         assert len(pending) == 2 and all(st[c][1] is None for c in pending), st
+        assert st["load0"] == ("LIVE", "worker2"), st  # soft: its preferred node is absent
         info = requests.get(srv.base + "/api/cluster", timeout=5).json()
         assert sorted(info["pending"]) == pending
         ready = requests.get(srv.base + "/readyz", timeout=5)
