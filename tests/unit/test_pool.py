@@ -417,3 +417,30 @@ def test_direct_submissions_share_one_client():
         assert len([c for c in pool.clients if c.name == "direct"]) == 1
     finally:
         pool.close()
+
+
+def test_node_pools_share_one_pool_per_detector_config():
+    from core.config import parse_config
+    from stream.pool import NodePools
+    cams = [{"name": "a", "source": "synthetic:crossing", "detector": "hog"},
+            {"name": "b", "source": "synthetic:crossing", "detector": "hog", "gate": "motion"},
+            {"name": "c", "source": "synthetic:crossing", "detector": "hog",
+             "detector_params": {"upscale": 1.0}},
+            {"name": "d", "source": "synthetic:crossing", "detector": "motion"},
+            {"name": "e", "source": "synthetic:crossing", "detector": "none"}]
+    cfg = parse_config({"cameras": cams, "pool": {"kind": "threads", "workers": 1}})
+    nodes = NodePools(cfg.pool, cfg)
+    try:
+        pa, pb, pc = (nodes.pool_for(cfg.camera(n)) for n in "abc")
+        assert pa is pb and pa is not pc            # same model config shares; other params do not
+        assert nodes.pool_for(cfg.camera("d")) is None and nodes.pool_for(cfg.camera("e")) is None
+        assert len(nodes.pools) == 2 and [s["kind"] for s in nodes.stats()] == ["threads"] * 2
+        assert pa.n_workers == 1
+        auto = NodePools(parse_config({"cameras": cams[:1]}).pool, cfg)
+        assert auto.kind_for(cfg.detectors.hog) == "processes"    # CPU: worker processes
+        assert auto.workers() >= 1
+        off = parse_config({"cameras": cams[:1], "pool": {"enabled": False}})
+        assert NodePools(off.pool, off).pool_for(off.cameras[0]) is None
+    finally:
+        nodes.close()
+    assert pa._closed and pc._closed
