@@ -501,8 +501,8 @@ class _Batcher:
         box: list[Any] = [None, threading.Event()]
         pool = self.pool
         with pool._cond:
-            if self.abandoned:
-                raise WorkerStuck("batch runner replaced")
+            if self.abandoned:  # replaced after a stuck batch; the new one is being built
+                raise PoolError("batch runner restarting")
             self.items.append((frame, box))
             pool._cond.notify_all()
         box[1].wait()
@@ -593,7 +593,10 @@ class _JobThread:
                 req.dets = req.fn(req.frame)
             except Exception as e:  # noqa: BLE001
                 req.error = e
-                if not isinstance(e, PoolError):
+                if isinstance(e, WorkerStuck):  # its batch ran past the deadline
+                    with pool._cond:
+                        req.client.timeouts += 1
+                elif not isinstance(e, PoolError):
                     log.exception("[%s] detector failed", req.client.name)
             pool._done(self, req, time.perf_counter() - t0)
 

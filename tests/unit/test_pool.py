@@ -444,3 +444,36 @@ def test_node_pools_share_one_pool_per_detector_config():
     finally:
         nodes.close()
     assert pa._closed and pc._closed
+
+
+def test_stuck_batch_is_failed_and_the_batch_runner_rebuilt():
+    built = []
+
+    class Hang(Sleeper):
+        def detect_batch(self, frames):
+            if not built[1:] and any(getattr(f, "seq", None) == 1 for f in frames):
+                time.sleep(1.5)        # the first detector hangs on the batch holding seq 1
+            return super().detect_batch(frames)
+
+    def factory():
+        d = Hang(0.0, batch_delay=0.002)
+        built.append(d)
+        return d
+
+    pool = DetectorPool(factory, kind="batch", timeout_s=0.3, batch_window_ms=5)
+    c = pool.client("cam")
+    img = np.zeros((8, 8, 3), np.uint8)
+    try:
+        got = []
+        t0 = time.monotonic()
+        k = 0
+        while len(got) < 5 and time.monotonic() - t0 < 10:
+            c.offer(Frame(img, k, 0.0, "cam"), pool.model.detect)
+            k += 1
+            time.sleep(0.02)
+            got += c.take()
+        st = pool.stats()
+    finally:
+        pool.close()
+    assert st["restarts"] == 1 and st["timeouts"] == 1 and c.timeouts == 1
+    assert len(built) == 2 and len(got) >= 5 and 1 not in [f.seq for f, _ in got]
