@@ -202,11 +202,12 @@ class Tracker:
             free &= detections.score >= p.birth_score
         due = np.zeros(rows.size, bool)
         if use_app and rows.size:
-            # the gallery takes a hash at most every gallery_interval_s per track, and while
-            # the track touches another one (an occlusion may follow)
+            # the gallery fills on a track's first matches, then takes a hash at most every
+            # gallery_interval_s, and while the track touches another one (an occlusion may follow)
             due = (a["hash_n"][rows] == 0) | (ts - a["hash_ts"][rows] >= p.gallery_interval_s - 1e-9)
             if crowded is not None:
                 due |= crowded[cols]
+            due |= a["hash_n"][rows] < _K
         # one hashing call for the gallery and the births (re-identification, first hash)
         need(np.concatenate([cols[due], np.flatnonzero(free)]))
 

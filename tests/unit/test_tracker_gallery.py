@@ -43,10 +43,11 @@ def test_far_apart_tracks_hash_only_when_the_gallery_is_due():
     spaced = Tracker(gallery_interval_s=0.4)
     assert _run(every, scene) == _run(spaced, scene) == [[1, 2]] * 50
     assert every.stats["hashed"] == 100                    # every detection, every frame
-    # births (2), then one hash per track each 0.4 s (10 frames at 25 fps) over 2 s
-    assert spaced.stats["hashed"] == 2 + 2 * 4, spaced.stats
+    # births (2), the gallery of 4 filled on frames 1-3, then one hash per track every 0.4 s
+    # (10 frames at 25 fps): frames 13, 23, 33, 43
+    assert spaced.stats["hashed"] == 2 + 2 * 3 + 2 * 4, spaced.stats
     a = spaced._a
-    assert (a["hash_n"] == 5).all() and np.allclose(a["hash_ts"], 40 / FPS)
+    assert (a["hash_n"] == 8).all() and np.allclose(a["hash_ts"], 43 / FPS)
 
 
 def test_crossing_people_are_hashed_while_they_touch_and_keep_their_ids():
@@ -61,7 +62,7 @@ def test_crossing_people_are_hashed_while_they_touch_and_keep_their_ids():
     final_ref = {int(i): float(b[0]) for i, b in zip(ref._a["id"], ref._a["x"])}
     assert final.keys() == final_ref.keys() and all(abs(final[k] - final_ref[k]) < 1 for k in final)
     # the overlap frames were hashed; the frames apart were not (fewer hashes than boxes)
-    assert 2 + 2 * 5 < trk.stats["hashed"] < ref.stats["hashed"] == 120
+    assert 2 + 2 * 3 + 2 * 5 < trk.stats["hashed"] < ref.stats["hashed"] == 120
 
 
 def test_no_image_no_hash():
