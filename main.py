@@ -400,18 +400,21 @@ def bench_cluster(a: argparse.Namespace) -> int:
     try:
         from bench.cluster import benchmark
         # Ray's driver prints node deaths (the kills) on stdout: keep stdout for the JSON
+        log = (lambda m: None) if a.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
         with contextlib.redirect_stdout(sys.stderr):
-            res = benchmark(a.cameras, a.kills, a.freezes, a.baseline_kills, a.baseline_freezes,
-                            a.seconds, a.width, a.height, a.fps, a.detector,
-                            log=(lambda m: None) if a.quiet else
-                            (lambda m: print(m, file=sys.stderr, flush=True)))
+            if a.soak_minutes:
+                from bench.cluster import soak
+                res = {"bench": "cluster", "soak": soak(a.soak_minutes, a.soak_cameras, log=log)}
+            else:
+                res = benchmark(a.cameras, a.kills, a.freezes, a.baseline_kills, a.baseline_freezes,
+                                a.seconds, a.width, a.height, a.fps, a.detector, log=log)
     except ClusterUnavailable as e:
         _err(str(e))
         return EXIT_FAIL
     _emit(res, a.json)
     if a.markdown:
-        from bench.cluster import markdown
-        Path(a.markdown).write_text(markdown(res))
+        from bench.cluster import markdown, soak_markdown
+        Path(a.markdown).write_text(soak_markdown(res["soak"]) if a.soak_minutes else markdown(res))
     return EXIT_OK
 
 
@@ -597,6 +600,11 @@ def _add_bench_parsers(b: argparse.ArgumentParser) -> None:
     p.add_argument("--height", type=_number(int, 120, 2160), default=432, help="frame height (default 432)")
     p.add_argument("--fps", type=_number(float, 1, 120), default=25.0, help="camera fps (default 25)")
     p.add_argument("--detector", default="none", help="detector of every camera (default none)")
+    p.add_argument("--soak-minutes", type=_number(float, 0, 1440), default=0.0,
+                   help="instead: the head's RSS over this many minutes with --soak-cameras "
+                        "event-producing cameras (default 0: no soak)")
+    p.add_argument("--soak-cameras", type=_number(int, 1, 32), default=12,
+                   help="cameras of the soak (default 12)")
     p.add_argument("--markdown", help="also write the BENCHMARKS.md section here")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 

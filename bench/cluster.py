@@ -177,6 +177,78 @@ def benchmark(cameras: int = 6, kills: int = 2, freezes: int = 2, baseline_kills
     return res
 
 
+def soak_markdown(s: dict[str, Any]) -> str:
+    return (f"| head RSS, {s['cameras']} cameras with a motion detector and a counting line on 2 workers, "
+            f"{s['minutes']:g} min ({s['events_per_s']} events/s into the head's store) | "
+            f"{s['rss_mb_start']} -> {s['rss_mb_end']} MB (max {s['rss_mb_max']}; second-half slope "
+            f"{s['rss_slope_mb_per_min_second_half']} MB/min); threads {s['threads_start']} -> "
+            f"{s['threads_end']} | states at the end {s['states_end']} |\n")
+
+
+def soak(minutes: float, cameras: int = 12, sample_s: float = 10.0, warmup_s: float = 60.0,
+         log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
+    """The head's RSS over `minutes` with `cameras` event-producing cameras (motion detector and
+    a counting line on synthetic:crossing, 320x180 at 10 fps) on 2 workers, the events written to
+    the head's SQLite store: what the head's controller, relay and single event writer cost."""
+    import psutil
+    from core.config import ClusterConfig, parse_config
+    from runtime.cluster import ClusterVigil, LocalCluster, local_env, require_ray
+    local_env()
+    ray = require_ray()
+    cc = ClusterConfig(capacity=cameras)
+    local = LocalCluster(2, cc)
+    v = None
+    me = psutil.Process()
+    try:
+        cams = [{"name": f"cam{i}", "source": "synthetic:crossing", "detector": "motion", "seed": i,
+                 "synthetic": {"width": 320, "height": 180, "fps": 10, "objects": 3, "speed_min": 90,
+                               "speed_max": 160, "size_min": 24, "size_max": 40, "pause_max": 0.3},
+                 "detector_params": {"warmup_frames": 10},
+                 "lines": [{"name": "mid", "points": [[0.3, 0.0], [0.3, 1.0]], "normalized": True,
+                            "hysteresis_px": 2, "confirm_frames": 1, "classes": []}]}
+                for i in range(cameras)]
+        data = {"cameras": cams, "paths": {"data": tempfile.mkdtemp(prefix="vigil-bench-cluster-soak-")},
+                "cluster": {"address": local.address, **cc.model_dump(exclude={"address"})}}
+        v = ClusterVigil(parse_config(data, "bench cluster soak"), local=local)
+        v.start()
+        if not _wait(lambda: all(s == "LIVE" for s, _ in _states(v).values()), 300, 0.5):
+            raise RuntimeError(f"cameras not LIVE within 300 s: {_states(v)}")
+        log(f"soak: {cameras} cameras LIVE {_per_node(v)}; warm-up {warmup_s:.0f} s")
+        time.sleep(warmup_s)
+        samples = []
+        t0 = time.monotonic()
+        ev0 = v.bus.published
+        while True:
+            t = time.monotonic() - t0
+            samples.append({"t_s": round(t, 1), "rss_mb": round(me.memory_info().rss / 2**20, 1),
+                            "events": v.bus.published - ev0, "threads": me.num_threads()})
+            if t >= minutes * 60:
+                break
+            time.sleep(min(sample_s, max(0.1, minutes * 60 - t)))
+        dur = samples[-1]["t_s"]
+        half = [x for x in samples if x["t_s"] >= dur / 2]
+        slope = None
+        if len(half) >= 2:
+            xs = [x["t_s"] / 60 for x in half]
+            ys = [x["rss_mb"] for x in half]
+            mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+            den = sum((a - mx) ** 2 for a in xs)
+            slope = round(sum((a - mx) * (b - my) for a, b in zip(xs, ys)) / den, 3) if den else None
+        states = collections.Counter(s for s, _ in _states(v).values())
+        return {"minutes": minutes, "cameras": cameras, "per_node": _per_node(v),
+                "rss_mb_start": samples[0]["rss_mb"], "rss_mb_end": samples[-1]["rss_mb"],
+                "rss_mb_max": max(x["rss_mb"] for x in samples),
+                "rss_slope_mb_per_min_second_half": slope,
+                "events": samples[-1]["events"], "events_per_s": round(samples[-1]["events"] / dur, 1) if dur else None,
+                "threads_start": samples[0]["threads"], "threads_end": samples[-1]["threads"],
+                "states_end": dict(states), "samples": samples}
+    finally:
+        if v is not None:
+            v.stop(timeout=5.0)
+        ray.shutdown()
+        local.shutdown()
+
+
 def markdown(res: dict[str, Any]) -> str:
     """The BENCHMARKS.md section of one run."""
     t = res["tuned"]

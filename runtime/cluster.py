@@ -969,6 +969,9 @@ class ClusterVigil(_vigil_base()):
             if kind == "local" and self.local is None:
                 self.local = LocalCluster(arg, cc)
                 self._own_local = True
+            if os.environ.get("RAY_AUTH_MODE") != "token":
+                log.warning("RAY_AUTH_MODE is not 'token': joining a Ray cluster without token "
+                            "authentication (README, Cluster: never on an untrusted network)")
             if not ray.is_initialized():
                 address = self.local.address if self.local is not None else arg if kind == "address" else "auto"
                 ray.init(address=address, runtime_env=renv, include_dashboard=False,
@@ -986,6 +989,9 @@ class ClusterVigil(_vigil_base()):
         for name, s in self.controller.slots.items():
             self.cameras[name] = RemoteCamera(s)
         self.controller.start()
+        mqtt = getattr(self, "mqtt", None)  # events/mqtt.py reads the cameras through their interface
+        if mqtt is not None:
+            mqtt.start()
         return self
 
     def cluster_info(self) -> dict[str, Any] | None:
@@ -993,7 +999,8 @@ class ClusterVigil(_vigil_base()):
             return None
         if self.local is not None:
             self.controller.local_pids = self.local.raylet_pids()
-        return {"address": self.cfg.cluster.address, **self.controller.info()}
+        return {"address": self.cfg.cluster.address,
+                "auth_mode": os.environ.get("RAY_AUTH_MODE", "disabled"), **self.controller.info()}
 
     def stop(self, timeout: float = 2.0) -> bool:
         if self._stopped.is_set():

@@ -142,7 +142,7 @@ def test_placed_over_workers_api_and_a_worker_camera_streams(server):
     assert sorted(per_node.values()) == [3, 3], per_node  # spread by free slots
     assert st["cam0"][1] == st["cam1"][1] == "worker1", st  # their preferred node
     info = requests.get(server.base + "/api/cluster", timeout=5).json()
-    assert info["enabled"] and info["pending"] == []
+    assert info["enabled"] and info["pending"] == [] and info["auth_mode"] == "token"
     nodes = {n["name"]: n for n in info["nodes"]}
     assert {"head", "worker1", "worker2"} <= set(nodes)
     for name in ("worker1", "worker2"):
@@ -175,6 +175,50 @@ def test_placed_over_workers_api_and_a_worker_camera_streams(server):
     assert r.status_code == 200 and cv2.imdecode(np.frombuffer(r.content, np.uint8), 1).shape[1] == 320
     tr = requests.get(f"{server.base}/api/cameras/{cam}/tracks", timeout=10).json()
     assert tr["camera"] == cam and tr["frame_seq"] is not None
+
+
+def test_ray_listens_on_loopback_only(cluster):
+    """Every socket the cluster's processes listen on (GCS, raylets, object managers, agents,
+    workers) is bound to 127.0.0.1: nothing of the local cluster is reachable from the network."""
+    import ipaddress
+    import psutil
+    pids: set[int] = set()
+    for node in [cluster.cluster.head_node, *cluster.workers.values()]:
+        for procs in node.all_processes.values():
+            for info in procs:
+                try:
+                    p = psutil.Process(info.process.pid)
+                    pids.add(p.pid)
+                    pids.update(c.pid for c in p.children(recursive=True))
+                except psutil.Error:
+                    pass
+    listening = []
+    for pid in pids:
+        try:
+            conns = psutil.Process(pid).net_connections(kind="inet")
+        except psutil.Error:
+            continue
+        listening += [(pid, c.laddr.ip, c.laddr.port) for c in conns if c.status == psutil.CONN_LISTEN]
+    assert len(listening) >= 4, listening  # GCS, raylets...
+
+    def loopback(ip: str) -> bool:
+        a = ipaddress.ip_address(ip)
+        return (getattr(a, "ipv4_mapped", None) or a).is_loopback
+    assert all(loopback(ip) for _, ip, _ in listening), listening
+
+
+def test_a_driver_without_the_token_is_refused(cluster):
+    """Token authentication is on: a driver with another token cannot join the cluster."""
+    import os
+    import subprocess
+    import sys
+    # RAY_NUM_REDIS_GET_RETRIES: its connect attempts (one a second; default 20)
+    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN="0" * 64, RAY_NUM_REDIS_GET_RETRIES="3")
+    code = f"import ray; ray.init(address={cluster.address!r}); print('JOINED')"
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "JOINED" not in out, out[-2000:]
+    assert "InvalidAuthToken" in out or "Authentication" in out, out[-2000:]
 
 
 def _stored(srv) -> list[dict]:
