@@ -602,7 +602,8 @@ def run(config: str, minutes: float, warmup_s: float, sample_s: float, *,
                         f"(malloc in use {((row.get('memory') or {}).get('malloc_mb') or {}).get('in_use')}"
                         f" free {((row.get('memory') or {}).get('malloc_mb') or {}).get('free')}) thr {row['threads']} "
                         f"fds {row['fds']} cpu {row['cpu_percent']}% others {row['others_cores']}  {cams}")
-                if client.poll() is not None:
+                last = t0 + (k + 1) * sample_s > t0 + total_s + 1e-6
+                if client.poll() is not None and not last:  # it runs total_s + 3 s
                     err = "the client process ended early"
                     break
                 k += 1
