@@ -98,6 +98,14 @@ class LocalCamera:
             limits["clips.ring"] = p.clips.max_ring_bytes
             limits["clips.encoder_queue"] = p.clips.max_queue_bytes
         counts["tracker.tracks"] = len(p.latest_tracks)
+        dw = p.analyzer.defects
+        if dw is not None:  # its learning pool holds part crops (~0.5 MB each) up to max_pending
+            c = dw.counters()
+            counts["defect_watch.pending"] = c["pending"]
+            counts["defect_watch.references"] = c["references"]
+            counts["defect_watch.verdicts"] = len(dw.verdicts)
+            limits["defect_watch.pending"] = dw.cfg.max_pending
+            limits["defect_watch.verdicts"] = dw.cfg.max_verdicts
         return CameraMemory(self.name, p.memory_bytes(), counts, limits)
 
 

@@ -230,3 +230,13 @@ def test_soak_rss_slope_of_each_half_and_where_the_growth_went():
     assert g["rss_mb"] == {"first": 400.0, "last": 430.0, "first_half": 30.0, "second_half": 0.0}
     assert g["components_mb"] == {"camera:c.ring": 60.0} and g["accounted_mb"] == 60.0
     assert g["smaps_mb"] == {"anon": 7.5, "heap": 15.0}
+
+
+def test_defect_watch_pool_and_records_are_counted_with_their_caps(tmp_path):
+    cfg = parse_config({"paths": {"data": str(tmp_path)}, "cameras": [
+        {"name": "belt", "source": "synthetic:conveyor", "detector": "motion",
+         "defect_watch": {"enabled": True, "line_x": 0.5, "max_pending": 7, "max_verdicts": 99}}]})
+    m = LocalCamera(CameraPipeline(cfg.cameras[0], cfg)).memory()
+    assert m.limits["defect_watch.pending"] == 7 and m.limits["defect_watch.verdicts"] == 99
+    assert m.counts["defect_watch.pending"] == 0 and m.counts["defect_watch.references"] == 0
+    assert "defect_watch" in m.parts
