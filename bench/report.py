@@ -545,6 +545,37 @@ SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], list[str]]]] = [
 ]
 
 
+MODULE_TITLES = {"store": "Event store (review queries)", "multicam": "Many cameras",
+                 "tracker-peers": "Tracker peers (same detections, same scorer)", "cluster": "Cluster"}
+
+
+def _module_sections(results: dict[str, Any]) -> list[tuple[str, str, Callable[[dict[str, Any]], list[str]]]]:
+    """Benchmarks without a renderer here whose own module has `markdown(result) -> str`
+    (bench/store.py, multicam.py, tracker_peers.py, cluster.py): rendered by that function,
+    its own leading heading dropped (the report writes the section's heading)."""
+    import importlib
+
+    known = {name for name, _, _ in SECTIONS}
+    out = []
+    for name in results:
+        if name in known:
+            continue
+        try:
+            fn = getattr(importlib.import_module("bench." + name.replace("-", "_")), "markdown", None)
+        except ImportError:
+            fn = None
+        if fn is None:
+            continue
+
+        def body(res: dict[str, Any], fn: Callable[..., str] = fn) -> list[str]:
+            lines = fn(res).strip("\n").split("\n")
+            while lines and (lines[0].startswith("#") or not lines[0].strip()):
+                lines.pop(0)
+            return ["\n".join(lines)]
+        out.append((name, MODULE_TITLES.get(name, name), body))
+    return out
+
+
 # ------------------------------------------------------------------ render
 def sec_faults(faults: dict[str, Any]) -> list[str]:
     """The fault suite's counts (test-artifacts/fault-summary.json, written by tests/fault)."""
@@ -597,7 +628,7 @@ def render(results_file: Path, out: Path, soak_file: Path | None = None,
            "Every figure is measured against its baseline in the same run (ratios) and is a median "
            "of several runs or frames; see each benchmark below.", ""]
 
-    for name, title, fn in SECTIONS:
+    for name, title, fn in [*SECTIONS, *_module_sections(results)]:
         res = results.get(name)
         md += [f"## {title}", ""]
         why = not_run(res)

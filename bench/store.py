@@ -255,6 +255,23 @@ def benchmark(n_events: int = 100_000, days: float = 7.0, rounds: int = 40, seed
     }
 
 
+def markdown(res: dict[str, Any]) -> str:
+    """The BENCHMARKS.md table of one run: p50/p95 per query type, indexed and without."""
+    rows = ["| query | p50 ms | p95 ms | p50 without review indexes | p50 ratio |", "|---|---|---|---|---|"]
+    base = res.get("without_review_indexes", {})
+    for name, v in res["indexed"].items():
+        b = base.get(name, {})
+        rows.append(f"| {name} | {v['p50_ms']} | {v['p95_ms']} | {b.get('p50_ms', '—')} | "
+                    f"{res['p50_ratio_baseline_over_indexed'].get(name, '—')}x |")
+    w = res["worst_p95"]
+    la = res.get("load_avg_1m", {})
+    return "\n".join([
+        f"{res['events']:,} events over {res['days']} days, {res['rounds']} rounds x {res['repeats']} "
+        f"repeats (medians); worst p95 {w['p95_ms']} ms ({w['query']}), goal p95 < {res['goal_p95_ms']} "
+        f"ms: {'met' if res['goal_met'] else 'NOT met'}; fill {res['fill_events_per_s']:,} events/s; "
+        f"load {la.get('before')} / {la.get('after')}.", "", *rows])
+
+
 if __name__ == "__main__":
     import json
     print(json.dumps(benchmark()))

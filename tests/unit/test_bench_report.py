@@ -170,3 +170,20 @@ def test_parse_json_output() -> None:
     assert parse_json_output('log line\n{"a": 1}\n') == {"a": 1}
     assert parse_json_output('{\n "a": 2\n}\n') == {"a": 2}
     assert parse_json_output("Traceback\nboom\n") is None
+
+
+def test_report_renders_benchmarks_through_their_own_markdown(tmp_path: Path) -> None:
+    """A benchmark without a renderer in bench/report.py (store, multicam, tracker-peers,
+    cluster) is rendered by its module's markdown(): a real `bench store` result here."""
+    from bench.store import benchmark
+
+    store = benchmark(n_events=1500, days=1.0, rounds=2, repeats=1, folder=str(tmp_path))
+    res = tmp_path / "run.json"
+    res.write_text(json.dumps({"machine": MACHINE, "results": {"store": store}}))
+    out = tmp_path / "B.md"
+    assert cli.main(["bench", "report", str(res), "--out", str(out)]) == 0
+    section = out.read_text().split("## Event store (review queries)", 1)[1].split("\n## ", 1)[0]
+    rows = {r[0]: r for r in _table_rows("## X\n" + section, "## X")}
+    assert set(rows) == set(store["indexed"]) and "1,500 events" in section
+    assert rows["page_zone"][1] == str(store["indexed"]["page_zone"]["p50_ms"])
+    assert "python main.py bench store --json" in section  # how to reproduce it
