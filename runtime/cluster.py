@@ -109,6 +109,19 @@ def parse_address(text: str) -> tuple[str, Any]:
     return "address", text
 
 
+def _reachable(address: str, timeout: float = 5.0) -> None:
+    """A TCP connection to the head's GCS port opens, or ClusterUnavailable (Ray itself would
+    retry an unreachable address for minutes)."""
+    import socket
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise ClusterUnavailable(f"cluster {address!r}: cannot reach the Ray head's GCS port "
+                                 f"({getattr(e, 'strerror', None) or e}); start it with `ray start "
+                                 f"--head` (README, Cluster)") from None
+
+
 def system_config(cc) -> dict[str, int]:
     """Ray's health-check settings from the cluster section (the head's GCS applies them)."""
     return {"health_check_period_ms": int(cc.health_check_period_ms),
@@ -960,6 +973,10 @@ class ClusterVigil(_vigil_base()):
         kind, arg = parse_address(cc.address or "")
         if kind == "local" and self.local is None:
             local_env()
+        if kind == "address":
+            _reachable(arg)
+        # a head that answers but not as a Ray GCS: a few attempts, not Ray's 20 (read at import)
+        os.environ.setdefault("RAY_NUM_REDIS_GET_RETRIES", "5")
         ray = require_ray()
         trimmer = getattr(self, "trimmer", None)  # runtime/memory.py's malloc trimmer
         if trimmer is not None:

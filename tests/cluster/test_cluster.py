@@ -53,6 +53,24 @@ def test_cluster_without_ray_is_a_readable_error(tmp_path):
     assert bad.returncode == 2 and "--cluster" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
 
 
+def test_an_unreachable_head_is_a_readable_error():
+    """`run --cluster HOST:PORT` with nothing listening there fails at once, naming it (Ray
+    itself would retry for minutes)."""
+    _ray_or_skip()
+    import socket
+    import subprocess
+    import sys
+    from tests.conftest import ROOT
+    with socket.socket() as s:  # a free port, closed again: nothing listens on it
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "main.py", "run", "--cluster", f"127.0.0.1:{port}", "--port", "0",
+                        "--source", "synthetic:crossing"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "cannot reach the Ray head" in r.stderr, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and time.monotonic() - t0 < 60
+
+
 def _ray_or_skip():
     import importlib.util  # not imported here: Ray reads its auth settings at import
     require(importlib.util.find_spec("ray") is not None,
