@@ -168,6 +168,9 @@ class Tracker:
             if use_app:
                 self._hash(image, det_xyxy, idx, det_hash, det_hv, hashed)
 
+        if use_app and p.gallery_interval_s <= 0:
+            need(np.arange(nd))  # every match feeds the gallery: one call for all, up front
+
         # ---- association
         nt = a["id"].shape[0]
         det_index = np.full(nt, -1, np.int32)
@@ -176,7 +179,7 @@ class Tracker:
         crowded = None
         if nt and nd:
             iou = iou_matrix(cxcywh_to_xyxy(a["x"]), det_xyxy)
-            if use_app:
+            if use_app and p.gallery_interval_s > 0:
                 crowded = (iou > 0).sum(axis=0) > 1
             same = a["cls"][:, None] == det_cls[None, :]
             gate = (iou >= p.iou_gate) & same
@@ -200,8 +203,8 @@ class Tracker:
         free[cols] = False
         if p.birth_score > 0:
             free &= detections.score >= p.birth_score
-        due = np.zeros(rows.size, bool)
-        if use_app and rows.size:
+        due = np.full(rows.size, p.gallery_interval_s <= 0)
+        if use_app and rows.size and p.gallery_interval_s > 0:
             # the gallery fills on a track's first matches, then takes a hash at most every
             # gallery_interval_s, and while the track touches another one (an occlusion may follow)
             due = (a["hash_n"][rows] == 0) | (ts - a["hash_ts"][rows] >= p.gallery_interval_s - 1e-9)
@@ -209,7 +212,8 @@ class Tracker:
                 due |= crowded[cols]
             due |= a["hash_n"][rows] < _K
         # one hashing call for the gallery and the births (re-identification, first hash)
-        need(np.concatenate([cols[due], np.flatnonzero(free)]))
+        if use_app and p.gallery_interval_s > 0:
+            need(np.concatenate([cols[due], np.flatnonzero(free)]))
 
         # ---- matched tracks
         if rows.size:
