@@ -189,6 +189,26 @@ def test_placed_over_workers_api_and_a_worker_camera_streams(server):
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), seqs
     img = cv2.imdecode(np.frombuffer(parts[-1]["data"], np.uint8), cv2.IMREAD_COLOR)
     assert img is not None and img.shape[1] == 160
+    # two viewers on the head share one fetch per frame (and one encode on the node)
+    remote = server.vigil.cameras[cam]
+    feed = remote.frames("overlay")
+    f0, e0 = feed.fetches, remote.status().encodes.get("overlay", 0)
+    got: list[list[dict]] = []
+    viewers = [threading.Thread(target=lambda: got.append(read_mjpeg_parts(
+        f"{server.base}/stream/{cam}.mjpg?width=160", 10, timeout=20))) for _ in range(2)]
+    for t in viewers:
+        t.start()
+    for t in viewers:
+        t.join(30)
+    assert len(got) == 2 and all(len(g) == 10 for g in got)
+    fetched = feed.fetches - f0
+    a, b = ({p["seq"] for p in g} for g in got)
+    print(f"2 viewers x 10 parts: {fetched} fetches, {len(a & b)} frames in common")
+    assert len(a & b) >= 6, (sorted(a), sorted(b))  # the same frames...
+    assert fetched <= 15, fetched  # ... fetched once for both, not once per viewer (20)
+    time.sleep(0.6)  # the next status poll
+    encoded = remote.status().encodes.get("overlay", 0) - e0
+    assert encoded <= fetched + 6, (encoded, fetched)
     r = requests.get(f"{server.base}/snapshot/{cam}.jpg", timeout=10)
     assert r.status_code == 200 and cv2.imdecode(np.frombuffer(r.content, np.uint8), 1).shape[1] == 320
     tr = requests.get(f"{server.base}/api/cameras/{cam}/tracks", timeout=10).json()
