@@ -443,6 +443,8 @@ class _Worker:
                 if req is None:
                     break
                 if req is _RESTART:  # its worker process died while idle
+                    if pool._closed:
+                        break
                     log.error("pool %s: worker %d: process %s ended (exit code %s); restarting it",
                               pool.name, self.wid, self.model.proc.pid, self.model.proc.exitcode)
                     pool._restart_model(self)
@@ -454,7 +456,9 @@ class _Worker:
                     req.dets = req.fn(req.frame)
                 except _Crashed as e:
                     req.error = e
-                    if not self.abandoned:  # (a stuck worker's process is killed by the watchdog)
+                    if pool._closed:  # close() ended the process under this request
+                        log.debug("pool %s: worker %d: %s while closing", pool.name, self.wid, e)
+                    elif not self.abandoned:  # (a stuck worker's process is killed by the watchdog)
                         log.error("pool %s: worker %d: %s; restarting it", pool.name, self.wid, e)
                         pool._restart_model(self)
                 except Exception as e:  # noqa: BLE001

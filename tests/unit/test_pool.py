@@ -477,3 +477,28 @@ def test_stuck_batch_is_failed_and_the_batch_runner_rebuilt():
         pool.close()
     assert st["restarts"] == 1 and st["timeouts"] == 1 and c.timeouts == 1
     assert len(built) == 2 and len(got) >= 5 and 1 not in [f.seq for f, _ in got]
+
+
+def test_close_under_requests_restarts_nothing_and_logs_no_error(caplog):
+    """A close whose timeout ends the worker processes under requests in flight (a shutdown
+    with busy cameras) neither restarts them nor reports a crash."""
+    import logging
+
+    from core.config import HogConfig
+    img = (np.random.default_rng(2).random((720, 1280, 3)) * 255).astype(np.uint8)
+    pool = DetectorPool(DetectorSpec("hog", HogConfig()), workers=2, kind="processes", timeout_s=30)
+    cs = [pool.client("cam1"), pool.client("cam2")]
+    try:
+        t0 = time.monotonic()
+        while pool.stats()["busy"] < 2 and time.monotonic() - t0 < 30:
+            for c in cs:
+                c.offer(Frame(img, 1, 0.0, c.name), pool.model.detect)
+            time.sleep(0.005)
+        assert pool.stats()["busy"] == 2
+        caplog.set_level(logging.DEBUG, logger="vigil.pool")
+    finally:
+        pool.close(timeout=0.0)
+    time.sleep(0.3)
+    assert pool.restarts == 0
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert all(not w.model.proc.is_alive() for w in pool._workers if w.model is not None)
