@@ -17,7 +17,7 @@ def cli(*args, cwd=ROOT, timeout=300):
 
 
 BENCH_NAMES = ["pipeline", "latency", "viewers", "detectors", "tracker", "tracker-peers", "ocr", "overlay",
-               "defects", "store", "cluster", "all", "report", "soak"]
+               "defects", "store", "multicam", "cluster", "all", "report", "soak"]
 
 
 @pytest.mark.parametrize("sub", ["run", "check-config", "schema", "assets", "process", "eval-mot",
