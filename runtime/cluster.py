@@ -194,8 +194,19 @@ class LocalCluster:
         drops off the network without closing a connection, so only Ray's health checks can
         tell it is gone. kill_worker() ends it later."""
         import signal
+        pids = self.node_pids(self.workers[name])
+        for pid in sorted(pids):
+            try:
+                os.kill(pid, signal.SIGSTOP)
+            except OSError:
+                pass
+        return sorted(pids)
+
+    @staticmethod
+    def node_pids(node: Any) -> set[int]:
+        """Every process of a cluster_utils node: its raylet, agents and workers, with their
+        children."""
         import psutil
-        node = self.workers[name]
         pids: set[int] = set()
         for procs in node.all_processes.values():
             for info in procs:
@@ -205,12 +216,7 @@ class LocalCluster:
                     pids.update(c.pid for c in p.children(recursive=True))
                 except psutil.Error:
                     pass
-        for pid in sorted(pids):
-            try:
-                os.kill(pid, signal.SIGSTOP)
-            except OSError:
-                pass
-        return sorted(pids)
+        return pids
 
     def raylet_pids(self) -> dict[str, int]:
         out = {}

@@ -222,14 +222,7 @@ def test_ray_listens_on_loopback_only(cluster):
     import psutil
     pids: set[int] = set()
     for node in [cluster.cluster.head_node, *cluster.workers.values()]:
-        for procs in node.all_processes.values():
-            for info in procs:
-                try:
-                    p = psutil.Process(info.process.pid)
-                    pids.add(p.pid)
-                    pids.update(c.pid for c in p.children(recursive=True))
-                except psutil.Error:
-                    pass
+        pids |= cluster.node_pids(node)
     listening = []
     for pid in pids:
         try:
