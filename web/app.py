@@ -82,6 +82,9 @@ ON_CLIENT_CLOSE = "vigil.on_client_close"
 CLIENT_DISCONNECTED = "waitress.client_disconnected"
 # without the close hook a stream checks for a gone client at least this often
 GONE_POLL_S = 0.25
+# an open stream of a signed-in browser re-verifies its session at most this often (and at
+# least this often between frames): signing out, expiry or a rotated secret ends the stream
+SESSION_RECHECK_S = 1.0
 
 
 class StreamSlots:
@@ -177,13 +180,42 @@ def create_app(vigil: Vigil, stop_event: threading.Event | None = None) -> Flask
     def unknown_camera(camera: str) -> Response:
         return json_error(404, f"unknown camera {camera[:64]!r}", cameras=vigil.camera_names())
 
+    def session_ended() -> Callable[[], bool] | None:
+        """For a stream opened with a session cookie: a check, cheap enough for every frame,
+        that turns true once the session no longer verifies (expired, signed out, secret
+        rotated, user changed); verified again at most every SESSION_RECHECK_S. None for
+        other callers (Bearer / Basic credentials are checked once per request)."""
+        who = g.get("principal")
+        cookie = request.cookies.get(auth.COOKIE)
+        if sessions is None or who is None or who.via != "session" or not cookie:
+            return None
+        state = {"due": time.monotonic() + SESSION_RECHECK_S, "ended": False}
+
+        def ended() -> bool:
+            now = time.monotonic()
+            if not state["ended"] and now >= state["due"]:
+                state["due"] = now + SESSION_RECHECK_S
+                data, why = sessions.verify(cookie, creds.lookup)
+                if data is None:
+                    state["ended"] = True
+                    log.info("stream of %r closed: its session is %s", who.name, why)
+            return state["ended"]
+        return ended
+
     def client_watch() -> tuple[Callable | None, Callable[[], bool] | None, float]:
         """(register-a-close-callback or None, gone() or None, longest wait between checks)
-        for the current request; a stream ends as soon as its client has gone."""
+        for the current request; a stream ends as soon as its client has gone or its
+        session has ended."""
         env = request.environ
         on_close = env.get(ON_CLIENT_CLOSE)
-        gone = env.get(CLIENT_DISCONNECTED)
-        return on_close, gone, (timeout if on_close is not None else min(timeout, GONE_POLL_S))
+        client_gone = env.get(CLIENT_DISCONNECTED)
+        ended = session_ended()
+        wait_s = timeout if on_close is not None else min(timeout, GONE_POLL_S)
+        if ended is None:
+            return on_close, client_gone, wait_s
+        if client_gone is None:
+            return on_close, ended, min(wait_s, SESSION_RECHECK_S)
+        return on_close, (lambda: client_gone() or ended()), min(wait_s, SESSION_RECHECK_S)
 
     def stream_response(cam: Camera, kind: StreamKind) -> Response:
         hub = cam.frames(kind)

@@ -239,3 +239,55 @@ def test_shutdown_with_open_streams_within_two_seconds():
     # joins of threads that are already told to stop can take a moment on a loaded machine
     assert wait_until(lambda: threading.active_count() < before, 5) is not None, \
         [t.name for t in threading.enumerate()]
+
+
+
+def _ends_within(chunks, seconds: float) -> bool:
+    """Read a streaming response's chunk iterator until the server ends it; False if it is
+    still open after `seconds`."""
+    got: dict[str, bool] = {}
+
+    def drain() -> None:
+        try:
+            for _ in chunks:
+                if got.get("stop"):
+                    return
+        except requests.RequestException:
+            pass  # the server closed the connection: ended too
+        except AttributeError:  # urllib3 reading a response the test has closed meanwhile
+            if got.get("stop"):
+                return
+            raise
+        got["ended"] = True
+
+    t = threading.Thread(target=drain, daemon=True)
+    t.start()
+    t.join(seconds)
+    got["stop"] = True
+    return got.get("ended", False)
+
+
+def test_signing_out_ends_the_sessions_open_streams(secured):
+    """An MJPEG stream and an SSE stream opened with a session cookie end within a couple of
+    seconds of that session being signed out (web.app SESSION_RECHECK_S); a stream opened with
+    a Bearer token at the same time goes on."""
+    s = requests.Session()
+    r = s.post(secured.base + "/login", data={"token": TOKEN}, timeout=5, allow_redirects=False)
+    assert r.status_code == 302
+    mjpeg = s.get(secured.base + "/stream/cross.mjpg", stream=True, timeout=10)
+    sse = s.get(secured.base + "/api/events/stream", stream=True, timeout=10)
+    other = requests.get(secured.base + "/stream/cross.mjpg", stream=True, timeout=10,
+                         headers={"Authorization": f"Bearer {TOKEN}"})
+    try:
+        assert mjpeg.status_code == sse.status_code == other.status_code == 200
+        m_it, s_it, o_it = (x.iter_content(4096) for x in (mjpeg, sse, other))
+        assert b"--frame" in next(m_it) and next(s_it) and b"--frame" in next(o_it)
+        assert s.post(secured.base + "/logout", timeout=5, allow_redirects=False).status_code == 303
+        t0 = time.monotonic()
+        assert _ends_within(m_it, 5.0), "the MJPEG stream outlived its signed-out session"
+        assert _ends_within(s_it, 5.0), "the SSE stream outlived its signed-out session"
+        print(f"\nsession streams ended {time.monotonic() - t0:.2f} s after the sign-out")
+        assert not _ends_within(o_it, 2.5), "a Bearer-token stream ended with another's session"
+    finally:
+        for resp in (mjpeg, sse, other):
+            resp.close()
