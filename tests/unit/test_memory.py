@@ -199,15 +199,22 @@ def test_smaps_parsers_on_fixed_text():
 def test_malloc_info_sees_an_allocation_and_trim_gives_memory_back():
     before = memory.malloc_info()
     assert before["arena"] >= before["in_use"] > 0
-    blocks = [bytearray(64 * 1024 - 64) for _ in range(400)]   # ~25 MB below the mmap threshold
+    # ~25 MB in blocks below the mmap threshold, written (resident), not calloc'ed zero pages
+    blocks = [bytearray(b"\x01") * (64 * 1024 - 64) for _ in range(400)]
     grown = memory.malloc_info()
+    rss_grown = memory.rss_bytes()
     assert grown["in_use"] - before["in_use"] > 20 * 2**20
     del blocks
     t = memory.MallocTrimmer(interval_s=0)
     assert t.available
     t.trim()
-    assert t.trims == 1 and t.released_bytes >= 0 and t.last_ms is not None
-    assert memory.malloc_info()["free"] < grown["free"] + 20 * 2**20
+    assert t.trims == 1 and t.last_ms is not None
+    assert t.released_bytes == t.last_released_bytes >= 0
+    # Where the freed blocks sit depends on what the process allocated before: at the top of
+    # the heap free() itself gives them back; inside a fragmented heap (after a long test run)
+    # they stay free chunks until malloc_trim releases their pages. Either way RSS drops.
+    assert rss_grown - memory.rss_bytes() > 12 * 2**20, (rss_grown, memory.rss_bytes(),
+                                                          t.last_released_bytes)
 
 
 def _series(rss: list[float], step: float = 10.0) -> list[dict]:
