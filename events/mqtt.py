@@ -58,7 +58,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from core.camera import Camera
 from core.config import MqttConfig
 from core.types import Event, EventKind, SourceState, json_default
-from events.sink_health import SinkHealth
+from events.sink_health import SinkHealth, drop_queued
 
 __all__ = ["MqttSink", "counter_levels", "discovery_messages", "topic_level", "COMMANDS",
            "MAX_INFLIGHT"]
@@ -236,11 +236,7 @@ class MqttSink:
                 t.join(2.0)
                 if t.is_alive():
                     log.warning("mqtt %s: client thread still running at close", self.name)
-        with self._cond:
-            left = len(self._queue)
-            self._queue.clear()
-        if left:
-            self.health.count("dropped", left)
+        drop_queued(self._queue, self._cond, self.health)
         self._state = "closed"
 
     # ------------------------------------------------------------ views

@@ -10,9 +10,19 @@ import threading
 import time
 from typing import Any
 
-__all__ = ["SinkHealth"]
+__all__ = ["SinkHealth", "drop_queued"]
 
 OUTCOMES = ("sent", "failed", "rejected", "retried", "dropped", "filtered")
+
+
+def drop_queued(queue: collections.deque, lock: Any, health: SinkHealth) -> int:
+    """A sink's close(): empty its queue under its lock; what was left counts as dropped."""
+    with lock:
+        left = len(queue)
+        queue.clear()
+    if left:
+        health.count("dropped", left)
+    return left
 
 
 class SinkHealth:
