@@ -13,7 +13,7 @@ import pytest
 from core.config import WebhookConfig
 from core.types import Event, EventKind
 from events.webhook import WebhookSink
-from tests.timing import best_of
+from tests.timing import best_of, wait_for
 
 FAST = dict(backoff_initial_s=0.01, backoff_max_s=0.05)
 _SINK_KW = ("backoff_initial_s", "backoff_max_s", "headers", "name")
@@ -96,21 +96,12 @@ def ev(i: int, kind=EventKind.LINE_CROSSED) -> Event:
                  frame_seq=i, id=i)
 
 
-def wait_for(cond, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.005)
-    return cond()
-
-
 def test_delivered_payload_is_the_event_json(hook_factory):
     h = hook_factory()
     sink = webhook(h.url, timeout_s=2, headers={"Authorization": "Bearer t0ken"})
     for i in range(1, 4):
         sink.submit(ev(i))
-    assert wait_for(lambda: sink.stats()["sent"] == 3)
+    assert wait_for(lambda: sink.stats()["sent"] == 3, 5.0)
     sink.close()
     got = h.events()
     expect = [ev(i).to_dict() for i in range(1, 4)]
@@ -144,7 +135,7 @@ def test_target_down_retries_then_gives_up():
     took = best_of(submit_two, lambda s: s < 0.05)
     assert min(took) < 0.05, took
     for sink in sinks:
-        assert wait_for(lambda s=sink: s.stats()["failed"] == 2)
+        assert wait_for(lambda s=sink: s.stats()["failed"] == 2, 5.0)
         st = sink.stats()
         assert st["retried"] == 6 and st["sent"] == 0 and st["queued"] == 0
         assert "Connection" in st["last_error"] or "refused" in st["last_error"].lower()
@@ -155,14 +146,14 @@ def test_500_is_retried_and_counted(hook_factory):
     h = hook_factory(statuses=[500, 503])
     sink = webhook(h.url, timeout_s=2, retries=5, **FAST)
     sink.submit(ev(1))
-    assert wait_for(lambda: sink.stats()["sent"] == 1)
+    assert wait_for(lambda: sink.stats()["sent"] == 1, 5.0)
     st = sink.stats()
     assert st["retried"] == 2 and st["failed"] == 0
     assert len(h.bodies) == 3 and len(set(h.bodies)) == 1  # the same payload each time
     h2 = hook_factory(statuses=[500] * 10)
     sink2 = webhook(h2.url, timeout_s=2, retries=2, **FAST)
     sink2.submit(ev(2))
-    assert wait_for(lambda: sink2.stats()["failed"] == 1)
+    assert wait_for(lambda: sink2.stats()["failed"] == 1, 5.0)
     assert sink2.stats()["retried"] == 2 and len(h2.bodies) == 3
     sink.close()
     sink2.close()
@@ -173,7 +164,7 @@ def test_4xx_is_not_retried_but_429_is(hook_factory):
     sink = webhook(h.url, timeout_s=2, retries=3, **FAST)
     sink.submit(ev(1))
     sink.submit(ev(2))
-    assert wait_for(lambda: sink.stats()["sent"] == 1)
+    assert wait_for(lambda: sink.stats()["sent"] == 1, 5.0)
     st = sink.stats()
     assert st["rejected"] == 1 and st["retried"] == 1 and st["failed"] == 0
     assert [e["id"] for e in h.events()] == [1, 2, 2]
@@ -186,7 +177,7 @@ def test_kinds_filter(hook_factory):
     sink.submit(ev(1, EventKind.ZONE_ENTER))
     sink.submit(ev(2, EventKind.ZONE_LEAVE))
     sink.submit(ev(3))
-    assert wait_for(lambda: sink.stats()["sent"] == 2)
+    assert wait_for(lambda: sink.stats()["sent"] == 2, 5.0)
     sink.close()
     assert [e["kind"] for e in h.events()] == ["zone_leave", "line_crossed"]
     assert sink.stats()["filtered"] == 1
@@ -207,7 +198,7 @@ def test_queue_full_drops_oldest(hook_factory):
     assert st["dropped"] == 15 and st["queued"] == 5
     h.delay = 0.0
     h.release.set()
-    assert wait_for(lambda: sink.stats()["sent"] == 6)
+    assert wait_for(lambda: sink.stats()["sent"] == 6, 5.0)
     assert [e["id"] for e in h.events()] == [0, 16, 17, 18, 19, 20]  # the newest were kept
     sink.close()
 
@@ -240,7 +231,7 @@ def test_slow_target_never_slows_the_caller(hook_factory):
     p50, p99 = min(figures, key=lambda f: f[1])
     assert p99 < 1e-3, f"submit p50 {p50 * 1e6:.1f} us p99 {p99 * 1e6:.1f} us (runs: {figures})"
     sink = runs[-1]
-    assert wait_for(lambda: sink.stats()["retried"] >= 2)
+    assert wait_for(lambda: sink.stats()["retried"] >= 2, 5.0)
     st = sink.stats()
     assert st["queued"] <= 200 and st["dropped"] >= n - 200 - 2
     t0 = time.monotonic()
@@ -286,7 +277,7 @@ def test_credentials_in_the_url_become_basic_auth(hook_factory):
     url = h.url.replace("http://", "http://vigil:s%40cret@")
     sink = webhook(url, timeout_s=2)
     sink.submit(ev(1))
-    assert wait_for(lambda: sink.stats()["sent"] == 1), sink.stats()
+    assert wait_for(lambda: sink.stats()["sent"] == 1, 5.0), sink.stats()
     sink.close()
     assert h.headers[0]["Authorization"] == "Basic " + base64.b64encode(b"vigil:s@cret").decode()
     assert "cret" not in sink.stats()["name"]
