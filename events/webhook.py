@@ -31,7 +31,7 @@ from core.config import WebhookConfig
 from core.memsize import approx_bytes
 from core.types import Event, EventKind, json_default
 from core.uri import redact_uri
-from events.sink_health import SinkHealth, drop_queued
+from events.sink_health import SinkHealth, drop_queued, push_newest
 
 __all__ = ["WebhookSink"]
 
@@ -96,15 +96,8 @@ class WebhookSink:
         if self.kinds and event.kind.value not in self.kinds:
             self.health.count("filtered")
             return
-        dropped = 0
         with self._cond:
-            if self._closing:
-                dropped = 1
-            else:
-                if len(self._queue) >= self.max_queue:
-                    self._queue.popleft()
-                    dropped = 1
-                self._queue.append(event)
+            dropped = 1 if self._closing else push_newest(self._queue, self.max_queue, event)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name=f"webhook:{self.name}", daemon=True)
                 self._thread.start()
