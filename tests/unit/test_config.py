@@ -330,3 +330,15 @@ def test_a_bad_cluster_address_is_a_config_error_naming_the_key(address):
     data = {"cameras": [{"name": "a", "source": "synthetic:crossing"}], "cluster": {"address": address}}
     with pytest.raises(ConfigError, match="cluster.address"):
         parse_config(data)
+
+
+@pytest.mark.parametrize("section", ["webhooks", "mqtt"])
+def test_an_unknown_event_kind_of_a_sink_is_a_config_error_naming_the_key(section):
+    data = {"cameras": [{"name": "a", "source": "synthetic:crossing"}]}
+    if section == "webhooks":
+        data["events"] = {"webhooks": [{"url": "http://hooks.example/x", "kinds": ["zone_enter", "nonsense"]}]}
+    else:
+        data["mqtt"] = {"enabled": True, "kinds": ["nonsense"]}
+    with pytest.raises(ConfigError, match=r"kinds.*unknown event kind\(s\) 'nonsense'") as exc:
+        parse_config(data)
+    assert section in str(exc.value)
