@@ -434,12 +434,28 @@ class ExposureConfig(Section):
 
 
 # ---------------------------------------------------------------- events
+def _event_kinds(v: list[str]) -> list[str]:
+    """The `kinds` filter of a sink (webhooks, mqtt): event kind names, each a known one."""
+    from core.types import EventKind
+    known = {k.value for k in EventKind}
+    bad = [k for k in v if k not in known]
+    if bad:
+        raise ValueError(f"unknown event kind(s) {', '.join(map(repr, bad))}; "
+                         f"one of {', '.join(sorted(known))}")
+    return v
+
+
 class WebhookConfig(Section):
     url: str
     timeout_s: float = Field(5.0, gt=0, le=120)
     max_queue: int = Field(1000, ge=1, le=1_000_000)
     retries: int = Field(5, ge=0, le=100)
     kinds: list[str] = Field(default_factory=list, description="event kinds to send; empty sends all")
+
+    @field_validator("kinds")
+    @classmethod
+    def _kinds(cls, v: list[str]) -> list[str]:
+        return _event_kinds(v)
 
     @field_validator("url")
     @classmethod
@@ -541,13 +557,7 @@ class MqttConfig(Section):
     @field_validator("kinds")
     @classmethod
     def _kinds(cls, v: list[str]) -> list[str]:
-        from core.types import EventKind
-        known = {k.value for k in EventKind}
-        bad = [k for k in v if k not in known]
-        if bad:
-            raise ValueError(f"unknown event kind(s) {', '.join(map(repr, bad))}; "
-                             f"one of {', '.join(sorted(known))}")
-        return v
+        return _event_kinds(v)
 
     @model_validator(mode="after")
     def _checks(self) -> "MqttConfig":

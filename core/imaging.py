@@ -64,20 +64,28 @@ def _channels(img: np.ndarray) -> int:
     return 0
 
 
-def to_bgr_uint8(image: np.ndarray) -> np.ndarray | None:
-    """Any image as a contiguous (H, W, 3) uint8 BGR array, or None when it is unusable.
-
-    Accepted: (H, W) or (H, W, 1) grey, (H, W, 3) BGR, (H, W, 4) BGRA (alpha dropped), of
-    any real dtype (values clipped to 0..255, NaN as 0; bool as 0/255). An input that is
-    already contiguous BGR uint8 is returned as is (no copy)."""
+def _usable(image: object) -> tuple[np.ndarray, int] | None:
+    """(the image as uint8, its channels 1/3/4), or None for a non-array, an empty image or an
+    unusable shape or dtype: the common entry of to_bgr_uint8() and to_gray()."""
     if not isinstance(image, np.ndarray) or image.size == 0:
         return None
     ch = _channels(image)
     if ch == 0 or image.shape[0] == 0 or image.shape[1] == 0:
         return None
     img = _as_uint8(image)
-    if img is None:
+    return None if img is None else (img, ch)
+
+
+def to_bgr_uint8(image: np.ndarray) -> np.ndarray | None:
+    """Any image as a contiguous (H, W, 3) uint8 BGR array, or None when it is unusable.
+
+    Accepted: (H, W) or (H, W, 1) grey, (H, W, 3) BGR, (H, W, 4) BGRA (alpha dropped), of
+    any real dtype (values clipped to 0..255, NaN as 0; bool as 0/255). An input that is
+    already contiguous BGR uint8 is returned as is (no copy)."""
+    got = _usable(image)
+    if got is None:
         return None
+    img, ch = got
     if ch == 3:
         return np.ascontiguousarray(img)
     if ch == 4:
@@ -88,14 +96,10 @@ def to_bgr_uint8(image: np.ndarray) -> np.ndarray | None:
 def to_gray(image: np.ndarray) -> np.ndarray | None:
     """Any image (as for `to_bgr_uint8`) as a contiguous (H, W) uint8 grey array (BT.601
     luma of BGR/BGRA), or None when it is unusable. Grey uint8 input is returned as is."""
-    if not isinstance(image, np.ndarray) or image.size == 0:
+    got = _usable(image)
+    if got is None:
         return None
-    ch = _channels(image)
-    if ch == 0 or image.shape[0] == 0 or image.shape[1] == 0:
-        return None
-    img = _as_uint8(image)
-    if img is None:
-        return None
+    img, ch = got
     if ch == 1:
         return np.ascontiguousarray(img if img.ndim == 2 else img.reshape(img.shape[:2]))
     code = cv2.COLOR_BGR2GRAY if ch == 3 else cv2.COLOR_BGRA2GRAY

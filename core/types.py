@@ -101,6 +101,26 @@ _E_I32 = _frozen_zeros((0,), np.int32)
 _E_I64 = _frozen_zeros((0,), np.int64)
 
 
+def _xyxy(xyxy: Any) -> np.ndarray:
+    """Boxes as (N, 4) float32, finite (Detections and Tracks). ndarray methods, not
+    np.all(...): this runs for every detector result and every tracker frame."""
+    box = np.asarray(xyxy, dtype=np.float32)
+    if box.size == 0:
+        box = box.reshape(0, 4)
+    if box.ndim != 2 or box.shape[1] != 4:
+        raise ValueError(f"xyxy must have shape (N,4), got {box.shape}")
+    if box.shape[0] and not np.isfinite(box).all():
+        raise ValueError("xyxy contains NaN or inf")
+    return box
+
+
+def _scores(score: Any, n: int) -> np.ndarray:
+    sc = _col("score", score, n, np.float32)
+    if n and not np.isfinite(sc).all():
+        raise ValueError("score contains NaN or inf")
+    return sc
+
+
 def _col(name: str, value: Any, n: int | None, dtype: Any) -> np.ndarray:
     arr = np.asarray(value, dtype=dtype)
     if arr.ndim != 1:
@@ -311,20 +331,11 @@ class Detections(_Columns):
         ts: float = float("nan"),
         data: Mapping[str, Any] | None = None,
     ) -> None:
-        box = np.asarray(xyxy, dtype=np.float32)
-        if box.size == 0:
-            box = box.reshape(0, 4)
-        if box.ndim != 2 or box.shape[1] != 4:
-            raise ValueError(f"xyxy must have shape (N,4), got {box.shape}")
+        box = _xyxy(xyxy)
         n = box.shape[0]
-        # (ndarray methods, not np.all(...): these checks run for every detector result)
-        if n and not np.isfinite(box).all():
-            raise ValueError("xyxy contains NaN or inf")
         if n and ((box[:, 2] < box[:, 0]).any() or (box[:, 3] < box[:, 1]).any()):
             raise ValueError("xyxy rows must satisfy x2 >= x1 and y2 >= y1")
-        sc = _col("score", score, n, np.float32)
-        if n and not np.isfinite(sc).all():
-            raise ValueError("score contains NaN or inf")
+        sc = _scores(score, n)
         cls_raw = np.asarray(class_id)
         if cls_raw.size and cls_raw.dtype.kind == "f" and not (np.mod(cls_raw, 1) == 0).all():
             raise ValueError("class_id must be integers")
@@ -408,20 +419,12 @@ class Tracks(_Columns):
         text: Sequence[str | None] | np.ndarray | None = None,
         data: Mapping[str, Any] | None = None,
     ) -> None:
-        box = np.asarray(xyxy, dtype=np.float32)
-        if box.size == 0:
-            box = box.reshape(0, 4)
-        if box.ndim != 2 or box.shape[1] != 4:
-            raise ValueError(f"xyxy must have shape (N,4), got {box.shape}")
+        box = _xyxy(xyxy)
         n = box.shape[0]
-        # (ndarray methods and a set for the few ids of a frame, not np.all / np.unique: these
-        # checks run for every frame the tracker reports)
-        if n and not np.isfinite(box).all():
-            raise ValueError("xyxy contains NaN or inf")
+        # (a set for the few ids of a frame, not np.unique: these checks run for every frame
+        # the tracker reports)
         tid = _col("track_id", track_id, n, np.int64)
-        score = _col("score", score, n, np.float32)
-        if n and not np.isfinite(score).all():
-            raise ValueError("score contains NaN or inf")
+        score = _scores(score, n)
         det = _col("det_index", det_index, n, np.int32)
         if n and det.min() < -1:
             raise ValueError("det_index must be >= -1")

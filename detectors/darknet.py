@@ -19,7 +19,6 @@ tiny variances only the cv2 form matches cv2.dnn.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -31,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from core.digest import sha256_of
 from detectors.base import DetectorError
 
 log = logging.getLogger("vigil.detectors.darknet")
@@ -410,14 +410,6 @@ class _Graph:
         raise DarknetError(f"activation {act!r} not supported")  # plan() already checked
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _read_names(path: Path | None, classes: int) -> list[str]:
     if path is None:
         return [str(i) for i in range(classes)]
@@ -570,7 +562,7 @@ def convert(cfg_path: str | Path, weights_path: str | Path, out_path: str | Path
     sections = parse_cfg(cfg_path)
     info, layers = plan(sections)
     header, weights = read_weights(weights_path, expected_weight_count(layers))
-    weights_sha = _sha256(weights_path)
+    weights_sha = sha256_of(weights_path)
     fix = known_mask_fix(layers, weights_sha) if fix_known_masks else None
     if fix:
         log.warning("%s: the official yolov3-tiny weights were trained with yolo masks %s, "
@@ -585,10 +577,10 @@ def convert(cfg_path: str | Path, weights_path: str | Path, out_path: str | Path
         "names": json.dumps(names),
         "cfg_file": cfg_path.name,
         "weights_file": weights_path.name,
-        "cfg_sha256": _sha256(cfg_path),
+        "cfg_sha256": sha256_of(cfg_path),
         "weights_sha256": weights_sha,
         "mask_fix": json.dumps(fix) if fix else "",
-        "names_sha256": _sha256(Path(names_path)) if names_path else "",
+        "names_sha256": sha256_of(Path(names_path)) if names_path else "",
         "darknet_header": json.dumps(header),
         "bn_eps": repr(BN_EPS),
     }
@@ -648,9 +640,9 @@ def _is_fresh(out: Path, cfg: Path, weights: Path, names: Path | None) -> bool:
     except DarknetError:
         return False
     return (meta.get("vigil_format") == FORMAT_VERSION and "masks" in meta
-            and meta.get("weights_sha256") == _sha256(weights)
-            and meta.get("cfg_sha256") == _sha256(cfg)
-            and meta.get("names_sha256", "") == (_sha256(names) if names else ""))
+            and meta.get("weights_sha256") == sha256_of(weights)
+            and meta.get("cfg_sha256") == sha256_of(cfg)
+            and meta.get("names_sha256", "") == (sha256_of(names) if names else ""))
 
 
 def ensure_onnx(cfg_path: str | Path, weights_path: str | Path, out_path: str | Path | None = None,

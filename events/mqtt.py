@@ -58,7 +58,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from core.camera import Camera
 from core.config import MqttConfig
 from core.types import Event, EventKind, SourceState, json_default
-from events.sink_health import SinkHealth
+from events.sink_health import SinkHealth, drop_queued, push_newest
 
 __all__ = ["MqttSink", "counter_levels", "discovery_messages", "topic_level", "COMMANDS",
            "MAX_INFLIGHT"]
@@ -196,15 +196,8 @@ class MqttSink:
         if self.kinds and event.kind.value not in self.kinds:
             self.health.count("filtered")
             return
-        dropped = 0
         with self._cond:
-            if self._closing.is_set():
-                dropped = 1
-            else:
-                if len(self._queue) >= self.max_queue:
-                    self._queue.popleft()
-                    dropped = 1
-                self._queue.append(event)
+            dropped = 1 if self._closing.is_set() else push_newest(self._queue, self.max_queue, event)
         if dropped:
             self.health.count("dropped", dropped)
         elif self._thread is None and self.autostart:  # a runtime that did not call start()
@@ -236,11 +229,7 @@ class MqttSink:
                 t.join(2.0)
                 if t.is_alive():
                     log.warning("mqtt %s: client thread still running at close", self.name)
-        with self._cond:
-            left = len(self._queue)
-            self._queue.clear()
-        if left:
-            self.health.count("dropped", left)
+        drop_queued(self._queue, self._cond, self.health)
         self._state = "closed"
 
     # ------------------------------------------------------------ views

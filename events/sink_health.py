@@ -10,9 +10,30 @@ import threading
 import time
 from typing import Any
 
-__all__ = ["SinkHealth"]
+__all__ = ["SinkHealth", "drop_queued", "push_newest"]
 
 OUTCOMES = ("sent", "failed", "rejected", "retried", "dropped", "filtered")
+
+
+def push_newest(queue: collections.deque, max_queue: int, item: Any) -> int:
+    """Append to a sink's bounded queue (the caller holds its lock), dropping the oldest item
+    when it is full; returns how many were dropped (0 or 1)."""
+    dropped = 0
+    if len(queue) >= max_queue:
+        queue.popleft()
+        dropped = 1
+    queue.append(item)
+    return dropped
+
+
+def drop_queued(queue: collections.deque, lock: Any, health: SinkHealth) -> int:
+    """A sink's close(): empty its queue under its lock; what was left counts as dropped."""
+    with lock:
+        left = len(queue)
+        queue.clear()
+    if left:
+        health.count("dropped", left)
+    return left
 
 
 class SinkHealth:

@@ -151,6 +151,10 @@ def _split_sql(script: str) -> list[str]:
     return out
 
 
+def _where_sql(cond: list[str]) -> str:
+    return (" WHERE " + " AND ".join(cond)) if cond else ""
+
+
 class EventStoreError(RuntimeError):
     """The database cannot be opened or written (the message names the file)."""
 
@@ -641,28 +645,9 @@ class EventStore:
         return Event(EventKind(r[3]), r[2], ts=r[1], track_id=r[4], label=r[5], box=box,
                      data=json.loads(r[10]) if r[10] else {}, frame_seq=r[11], id=r[0])
 
-    def _where(self, camera: str | None, kind: Any, since: float | None, after_id: int | None,
-               until: float | None) -> tuple[str, list[Any]]:
-        cond, args = [], []
-        if camera:
-            cond.append("camera = ?")
-            args.append(camera)
-        if kind:
-            cond.append("kind = ?")
-            args.append(EventKind(kind).value)
-        if since is not None:
-            cond.append("ts >= ?")
-            args.append(float(since))
-        if after_id is not None:
-            cond.append("id > ?")
-            args.append(int(after_id))
-        if until is not None:
-            cond.append("ts < ?")
-            args.append(float(until))
-        return (" WHERE " + " AND ".join(cond)) if cond else "", args
-
     def _select(self, camera, kind, since, after_id, until, limit: int) -> tuple[str, list[Any]]:
-        where, args = self._where(camera, kind, since, after_id, until)
+        cond, args = self._conditions({"camera": camera, "kind": kind}, since, until, after_id)
+        where = _where_sql(cond)
         if after_id is not None:
             # catch-up by id: walk the rowid range backwards (an index on camera/kind would make
             # SQLite sort every row of that camera); ids follow publication order
@@ -702,10 +687,12 @@ class EventStore:
 
     # ------------------------------------------------------------ review (filters, keyset pages, counts)
     @staticmethod
-    def _filter_where(filters: dict[str, Any]) -> tuple[list[str], list[Any]]:
-        """Equality on REVIEW_FILTERS columns, and "not_kinds": kinds left out (NOT IN: walked
-        on the ts order, which finds common matches at once, rather than one range per kind
-        and a sort)."""
+    def _conditions(filters: dict[str, Any], since: float | None = None, until: float | None = None,
+                    after_id: int | None = None) -> tuple[list[str], list[Any]]:
+        """The one WHERE builder of query(), count(), review(), review_span() and counts():
+        equality on REVIEW_FILTERS columns (None or "" is no filter), "not_kinds": kinds left
+        out (NOT IN: walked on the ts order, which finds common matches at once, rather than
+        one range per kind and a sort), ts >= since, id > after_id, ts < until."""
         cond, args = [], []
         for key, value in filters.items():
             if value is None or value == "" or (key == "not_kinds" and not value):
@@ -719,15 +706,12 @@ class EventStore:
                 raise ValueError(f"unknown review filter {key!r}")
             cond.append(f"{REVIEW_FILTERS[key]} = ?")
             args.append(EventKind(value).value if key == "kind" else str(value))
-        return cond, args
-
-    @staticmethod
-    def _review_where(filters: dict[str, Any], since: float | None, until: float | None
-                      ) -> tuple[list[str], list[Any]]:
-        cond, args = EventStore._filter_where(filters)
         if since is not None:
             cond.append("ts >= ?")
             args.append(float(since))
+        if after_id is not None:
+            cond.append("id > ?")
+            args.append(int(after_id))
         if until is not None:
             cond.append("ts < ?")
             args.append(float(until))
@@ -735,11 +719,11 @@ class EventStore:
 
     def _review_select(self, filters: dict[str, Any], since: float | None, until: float | None,
                        before: tuple[float, int] | None, limit: int) -> tuple[str, list[Any]]:
-        cond, args = self._review_where(filters, since, until)
+        cond, args = self._conditions(filters, since, until)
         if before is not None:  # keyset: strictly after the cursor in (ts DESC, id DESC) order
             cond.append("ts <= ? AND (ts < ? OR id < ?)")
             args += [before[0], before[0], int(before[1])]
-        where = (" WHERE " + " AND ".join(cond)) if cond else ""
+        where = _where_sql(cond)
         return (f"SELECT {_COLS} FROM events{where} ORDER BY ts DESC, id DESC LIMIT ?",
                 args + [max(1, min(int(limit), 10_000))])
 
@@ -793,8 +777,8 @@ class EventStore:
                     until: float | None = None) -> tuple[float, float] | None:
         """(first ts, last ts) of the matching events, or None when none match (two index
         probes: MIN and MAX of ts on the filter's (column, ts) index)."""
-        cond, args = self._review_where(filters or {}, since, until)
-        where = (" WHERE " + " AND ".join(cond)) if cond else ""
+        cond, args = self._conditions(filters or {}, since, until)
+        where = _where_sql(cond)
         lo = self._read(f"SELECT ts FROM events{where} ORDER BY ts ASC LIMIT 1", args)
         if not lo:
             return None
@@ -817,20 +801,20 @@ class EventStore:
             raise ValueError("bucket_s must be >= 1")
         key = "direction" if by == "kind" else "label"
         if self.counts_rollup and b % 3600 == 0:
-            cond, args = self._filter_where(filters or {})
+            cond, args = self._conditions(filters or {})
             if since is not None:
                 cond.append("hour >= ?")
                 args.append(math.floor(float(since) / 3600))
             if until is not None:
                 cond.append("hour < ?")
                 args.append(math.ceil(float(until) / 3600))
-            where = (" WHERE " + " AND ".join(cond)) if cond else ""
+            where = _where_sql(cond)
             h = b // 3600
             sql = (f"SELECT (hour / {h}) * {b} AS bucket, kind, NULLIF({key}, ''), SUM(n) AS c"
                    f" FROM event_counts_hourly{where} GROUP BY bucket, kind, {key} HAVING c > 0 ORDER BY bucket")
         else:
-            cond, args = self._review_where(filters or {}, since, until)
-            where = (" WHERE " + " AND ".join(cond)) if cond else ""
+            cond, args = self._conditions(filters or {}, since, until)
+            where = _where_sql(cond)
             sql = (f"SELECT CAST(ts / {b} AS INTEGER) * {b} AS bucket, kind, {key}, COUNT(*) FROM events{where}"
                    f" GROUP BY bucket, kind, {key} ORDER BY bucket")
         return [(int(r[0]), str(r[1]), r[2], int(r[3])) for r in self._read(sql, args)]
@@ -860,7 +844,8 @@ class EventStore:
 
     def count(self, camera: str | None = None, kind: str | EventKind | None = None,
               since: float | None = None) -> int:
-        where, args = self._where(camera, kind, since, None, None)
+        cond, args = self._conditions({"camera": camera, "kind": kind}, since)
+        where = _where_sql(cond)
         return int(self._read(f"SELECT COUNT(*) FROM events{where}", args)[0][0])
 
     def max_id(self) -> int:

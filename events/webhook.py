@@ -25,13 +25,13 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Mapping, Optional
 
-
+from core.config import WebhookConfig
 from core.memsize import approx_bytes
 from core.types import Event, EventKind, json_default
 from core.uri import redact_uri
-from events.sink_health import SinkHealth
+from events.sink_health import SinkHealth, drop_queued, push_newest
 
 __all__ = ["WebhookSink"]
 
@@ -57,37 +57,29 @@ def _split_userinfo(url: str) -> tuple[str, str | None]:
 
 
 class WebhookSink:
-    """Parameters (bounds as in core.config.WebhookConfig): url (http:// or https://);
-    timeout_s > 0 (per request, default 5); max_queue >= 1 (default 1000); retries >= 0
-    (attempts after the first, default 5); kinds (event kind names; empty sends all);
-    backoff_initial_s > 0 (default 0.5); backoff_max_s >= backoff_initial_s (default 30);
+    """cfg: one `events.webhooks` entry (core.config.WebhookConfig: url, timeout_s, max_queue,
+    retries, kinds, with their defaults and bounds). backoff_initial_s > 0 (default 0.5) and
+    backoff_max_s >= backoff_initial_s (default 30) are not configurable (tests shorten them);
     headers: extra HTTP headers (e.g. Authorization).
     """
 
-    def __init__(self, url: str, timeout_s: float = 5.0, max_queue: int = 1000, retries: int = 5,
-                 kinds: Iterable[str | EventKind] = (), backoff_initial_s: float = 0.5,
-                 backoff_max_s: float = 30.0, *, headers: Mapping[str, str] | None = None,
-                 name: str | None = None) -> None:
-        if not (isinstance(url, str) and (url.startswith("http://") or url.startswith("https://"))):
-            raise ValueError(f"webhook url must be http:// or https://, got {url!r}")
-        if not timeout_s > 0:
-            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
-        if int(max_queue) < 1 or int(retries) < 0:
-            raise ValueError("max_queue must be >= 1 and retries >= 0")
+    def __init__(self, cfg: WebhookConfig, *, backoff_initial_s: float = 0.5, backoff_max_s: float = 30.0,
+                 headers: Mapping[str, str] | None = None, name: str | None = None) -> None:
         if not (backoff_initial_s > 0 and backoff_max_s >= backoff_initial_s):
             raise ValueError("need backoff_initial_s > 0 and backoff_max_s >= backoff_initial_s")
-        self.url, basic = _split_userinfo(url)
-        self.timeout_s = float(timeout_s)
-        self.max_queue = int(max_queue)
-        self.retries = int(retries)
-        self.kinds = frozenset(EventKind(k).value for k in kinds)
+        self.cfg = cfg
+        self.url, basic = _split_userinfo(cfg.url)
+        self.timeout_s = float(cfg.timeout_s)
+        self.max_queue = int(cfg.max_queue)
+        self.retries = int(cfg.retries)
+        self.kinds = frozenset(EventKind(k).value for k in cfg.kinds)
         self.backoff_initial_s = float(backoff_initial_s)
         self.backoff_max_s = float(backoff_max_s)
         self.headers = {"Content-Type": "application/json", "User-Agent": "vigil-webhook/1"}
         if basic:  # urllib takes no user:pass@ in a URL: send it as HTTP Basic
             self.headers["Authorization"] = basic
         self.headers.update(headers or {})
-        self.name = name or redact_uri(url)  # the given URL, password hidden
+        self.name = name or redact_uri(cfg.url)  # the given URL, password hidden
         self.health = SinkHealth("webhook", self.name, log)
         self._cond = threading.Condition()
         self._queue: collections.deque[Event] = collections.deque()
@@ -104,15 +96,8 @@ class WebhookSink:
         if self.kinds and event.kind.value not in self.kinds:
             self.health.count("filtered")
             return
-        dropped = 0
         with self._cond:
-            if self._closing:
-                dropped = 1
-            else:
-                if len(self._queue) >= self.max_queue:
-                    self._queue.popleft()
-                    dropped = 1
-                self._queue.append(event)
+            dropped = 1 if self._closing else push_newest(self._queue, self.max_queue, event)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name=f"webhook:{self.name}", daemon=True)
                 self._thread.start()
@@ -161,11 +146,7 @@ class WebhookSink:
             t.join(max(0.0, deadline - time.monotonic()) + self.timeout_s)
             if t.is_alive():
                 log.warning("webhook %s: worker still in a request at close", self.name)
-        with self._cond:
-            left = len(self._queue)
-            self._queue.clear()
-        if left:
-            self.health.count("dropped", left)
+        drop_queued(self._queue, self._cond, self.health)
 
     # ------------------------------------------------------------ worker
     def _run(self) -> None:

@@ -46,7 +46,6 @@ import dataclasses
 import logging
 import os
 import pickle
-import re
 import threading
 import time
 from collections import deque
@@ -89,24 +88,17 @@ def require_ray():
     return ray
 
 
-_ADDR_RE = re.compile(r"^(local:(?P<n>\d+)|auto|(?P<host>[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:]+\]):(?P<port>\d{1,5}))$")
-
-
-def parse_address(text: str) -> tuple[str, Any]:
-    """"local:N" -> ("local", N); "auto" -> ("auto", None); "HOST:PORT" -> ("address", text)."""
-    m = _ADDR_RE.match(text or "")
-    if not m:
-        raise ValueError(f"cluster address {text!r}: expected local:N, auto or HOST:PORT")
-    if m.group("n") is not None:
-        n = int(m.group("n"))
-        if not 1 <= n <= 16:
-            raise ValueError(f"cluster address {text!r}: local:N needs 1 <= N <= 16 worker nodes")
-        return "local", n
-    if text == "auto":
+def parse_address(address: str | None) -> tuple[str, Any]:
+    """A cluster.address as core.config.ClusterConfig validated it (its grammar and bounds live
+    there only): "local:N" -> ("local", N); "auto" -> ("auto", None); "HOST:PORT" -> ("address",
+    address)."""
+    if not address:
+        raise ValueError(f"cluster address {address!r}: expected local:N, auto or HOST:PORT")
+    if address == "auto":
         return "auto", None
-    if not 1 <= int(m.group("port")) <= 65535:
-        raise ValueError(f"cluster address {text!r}: port must be 1..65535")
-    return "address", text
+    if address.startswith("local:"):
+        return "local", int(address[len("local:"):])
+    return "address", address
 
 
 def _reachable(address: str, timeout: float = 5.0) -> None:
@@ -976,7 +968,7 @@ class ClusterVigil(_vigil_base()):
 
     def start(self) -> "ClusterVigil":
         cc = self.cfg.cluster
-        kind, arg = parse_address(cc.address or "")
+        kind, arg = parse_address(cc.address)
         if kind == "local" and self.local is None:
             local_env()
         if kind == "address":

@@ -52,8 +52,7 @@ class Vigil:
             if self.store is not None:
                 bus.add_sink(self.store)
             for wh in cfg.events.webhooks:
-                sink = WebhookSink(wh.url, timeout_s=wh.timeout_s, max_queue=wh.max_queue,
-                                   retries=wh.retries, kinds=tuple(wh.kinds))
+                sink = WebhookSink(wh)
                 self.webhooks.append(sink)
                 bus.add_sink(sink)
             if cfg.mqtt.enabled:  # events/mqtt.py; reads the cameras through their interface

@@ -4,7 +4,7 @@ A wall-clock figure taken once decides nothing on a loaded machine: another proc
 the CPU for a few hundred milliseconds at any moment. The tests keep their limits and get
 robust by method instead:
 
-- `wait_until`: poll a condition (never sleep-then-assert);
+- `wait_for` / `wait_until`: poll a condition (never sleep-then-assert): its value / the seconds it took;
 - `best_of`: re-measure (up to 3 times) and judge the best try, so one unlucky
   scheduling gap cannot fail the test while a real regression (slow every time) still does;
 - `cost_s`: the cost of a CPU-bound call as min(wall, process CPU time): on a loaded machine
@@ -24,15 +24,21 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+def wait_for(pred: Callable[[], T], timeout: float, step: float = 0.02) -> T:
+    """Poll pred() every `step` s; its first truthy value, or after `timeout` s its (falsy)
+    value at the deadline. The one polling loop of the tests: `assert wait_for(lambda: ..., 5)`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = pred()
+        if got or time.monotonic() >= deadline:
+            return got
+        time.sleep(step)
+
+
 def wait_until(pred: Callable[[], Any], timeout: float, step: float = 0.02) -> float | None:
     """Seconds until pred() was truthy, or None after `timeout`."""
     t0 = time.monotonic()
-    while True:
-        if pred():
-            return time.monotonic() - t0
-        if time.monotonic() - t0 >= timeout:
-            return None
-        time.sleep(step)
+    return time.monotonic() - t0 if wait_for(pred, timeout, step) else None
 
 
 def best_of(measure: Callable[[], T], good: Callable[[T], bool], tries: int = 3) -> list[T]:

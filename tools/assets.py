@@ -5,7 +5,6 @@ archive, pull out the named members and check each file against the table below.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -17,6 +16,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
+
+from core.digest import sha256_of
 
 log = logging.getLogger("vigil.assets")
 
@@ -60,14 +61,6 @@ YOLO_TINY_ONNX = "yolov3-tiny.onnx"
 
 class AssetError(RuntimeError):
     pass
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def asset_path(asset: Asset, models_dir: Path, samples_dir: Path) -> Path:

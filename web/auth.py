@@ -26,7 +26,6 @@ import base64
 import hashlib
 import hmac
 import os
-import re
 import secrets
 import string
 import threading
@@ -35,6 +34,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Callable, Optional
+
+from core.config import SECRET_HASH_ITERATIONS, SECRET_HASH_RE
 
 
 class Role(IntEnum):
@@ -58,9 +59,9 @@ MAX_SECRET = 1024
 # ------------------------------------------------------------------ password hashes
 HASH_ALGO = "pbkdf2_sha256"
 DEFAULT_ITERATIONS = 600_000
-MIN_ITERATIONS = 100_000
-MAX_ITERATIONS = 10_000_000
-HASH_RE = re.compile(r"^pbkdf2_sha256\$(\d{6,8})\$([A-Za-z0-9./+_-]{8,64})\$([A-Za-z0-9+/]{43}=)$")
+# the format and the accepted iterations are the config's (server.users[].secret)
+MIN_ITERATIONS, MAX_ITERATIONS = SECRET_HASH_ITERATIONS
+HASH_RE = SECRET_HASH_RE
 _SALT_CHARS = string.ascii_letters + string.digits
 
 

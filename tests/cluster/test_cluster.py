@@ -31,6 +31,7 @@ import requests
 
 from tests.conftest import require
 from tests.integration.webutil import make_config, read_mjpeg_parts
+from tests.timing import wait_for
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -127,15 +128,6 @@ def _states(srv) -> dict[str, tuple[str, str | None]]:
     return {c["name"]: (c["state"], c["node"]) for c in r.json()["cameras"]}
 
 
-def _wait(pred, timeout: float, step: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = pred()
-        if got or time.monotonic() > deadline:
-            return got
-        time.sleep(step)
-
-
 @pytest.fixture(scope="module")
 def server(cluster, tmp_path_factory):
     # cam0 and cam1 prefer worker1 (soft)
@@ -146,7 +138,7 @@ def server(cluster, tmp_path_factory):
     cfg = parse_config(data, "test")
     srv = _start(cfg, cluster)
     try:
-        live = _wait(lambda: all(s == "LIVE" for s, _ in _states(srv).values()), 180, 0.5)
+        live = wait_for(lambda: all(s == "LIVE" for s, _ in _states(srv).values()), 180, 0.5)
         assert live, f"cameras not LIVE within 180 s: {_states(srv)}"
         yield srv
     finally:
@@ -271,7 +263,7 @@ def test_worker_killed_cameras_live_again_within_10s_events_intact(server, clust
     time.sleep(2.0)  # events flowing on every camera
     t0 = time.monotonic()
     cluster.kill_worker(victim)
-    ok = _wait(lambda: all(s == "LIVE" and n == "worker2" for s, n in _states(server).values()), 10.0, 0.1)
+    ok = wait_for(lambda: all(s == "LIVE" and n == "worker2" for s, n in _states(server).values()), 10.0, 0.1)
     took = time.monotonic() - t0
     assert ok, f"not every camera LIVE on worker2 within 10 s of the kill: {_states(server)}"
     print(f"failover: all {N_CAMERAS} cameras LIVE again {took:.2f} s after the kill")
@@ -322,7 +314,7 @@ def test_over_capacity_pending_until_a_node_joins(server, cluster, tmp_path):
         def settled():
             st = _states(srv)
             return st if sum(s == "LIVE" for s, _ in st.values()) == 6 else None
-        st = _wait(settled, 60, 0.25)
+        st = wait_for(settled, 60, 0.25)
         assert st, _states(srv)
         pending = sorted(c for c, (s, _) in st.items() if s == "PENDING")
         assert len(pending) == 2 and all(st[c][1] is None for c in pending), st
@@ -333,7 +325,7 @@ def test_over_capacity_pending_until_a_node_joins(server, cluster, tmp_path):
         assert ready.status_code == 503 and sorted(ready.json()["starting"]) == pending
 
         cluster.add_worker(capacity=4, name="worker3")
-        ok = _wait(lambda: all(s == "LIVE" for s, _ in _states(srv).values()), 120, 0.5)
+        ok = wait_for(lambda: all(s == "LIVE" for s, _ in _states(srv).values()), 120, 0.5)
         st = _states(srv)
         assert ok, st
         assert sorted(c for c, (_, n) in st.items() if n == "worker3") == pending

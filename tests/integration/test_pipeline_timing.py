@@ -36,6 +36,7 @@ from detectors.base import frame_meta
 from stream.camera import LocalCamera
 from stream.pipeline import CameraPipeline
 from stream.slot import LatestSlot
+from tests.timing import wait_for
 
 FPS = 25.0
 INTERVAL = 1.0 / FPS
@@ -143,15 +144,6 @@ class LedgerSlot(LatestSlot):
     def put(self, item: Frame) -> None:
         self.ledger[item.seq] = item.ts
         super().put(item)
-
-
-def wait_for(pred, timeout: float, step: float = 0.01) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(step)
-    return bool(pred())
 
 
 def run_delay_s() -> float | None:

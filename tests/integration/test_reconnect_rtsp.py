@@ -11,19 +11,10 @@ import pytest
 from core.types import SourceState
 from stream.capture import Capture, ReconnectPolicy
 from stream.sources import open_source
-
+from tests.timing import wait_until
 
 RECOVERY_S = 3.0   # LIVE again within this long after the restart
 EXTRA_ROUNDS = 3   # rounds run again when one was over RECOVERY_S (see the test)
-
-
-def _wait(pred, timeout, step=0.01):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if pred():
-            return time.monotonic() - t0
-        time.sleep(step)
-    return None
 
 
 @pytest.mark.parametrize("backend", ["pyav", "opencv"])
@@ -44,7 +35,7 @@ def test_kill_restart_three_times(rtsp_server, backend):
     wd = threading.Thread(target=watchdog, daemon=True)
     wd.start()
     try:
-        assert _wait(lambda: cap.state == SourceState.LIVE, 10), f"never LIVE: {cap.last_error}"
+        assert wait_until(lambda: cap.state == SourceState.LIVE, 10), f"never LIVE: {cap.last_error}"
         recoveries = []
         # 3 kill/restart rounds must each be LIVE again within RECOVERY_S. A round over it (but
         # back within 6 s) is measured again, up to EXTRA_ROUNDS times: under load the restart
@@ -54,11 +45,11 @@ def test_kill_restart_three_times(rtsp_server, backend):
             round_ = len(recoveries)
             frames_before = cap.frames_in
             rtsp_server.kill()
-            assert _wait(lambda: cap.state != SourceState.LIVE, 5), "the loss was not noticed"
+            assert wait_until(lambda: cap.state != SourceState.LIVE, 5), "the loss was not noticed"
             time.sleep(1.0)  # the camera stays down for a while
             rtsp_server.start()
             t_back = time.monotonic()
-            took = _wait(lambda: cap.state == SourceState.LIVE and cap.frames_in > frames_before + 3, 6)
+            took = wait_until(lambda: cap.state == SourceState.LIVE and cap.frames_in > frames_before + 3, 6)
             assert took is not None, f"round {round_}: not LIVE again ({cap.state}, {cap.last_error})"
             recoveries.append(time.monotonic() - t_back)
             assert cap.frame_age() < 1.0
@@ -77,7 +68,7 @@ def test_kill_restart_three_times(rtsp_server, backend):
         watchdog_stop.set()
         wd.join(1)
         assert cap.stop(timeout=3.0)
-    assert _wait(lambda: threading.active_count() <= threads_before, 3) is not None, \
+    assert wait_until(lambda: threading.active_count() <= threads_before, 3) is not None, \
         [t.name for t in threading.enumerate()]
 
 
@@ -89,13 +80,13 @@ def test_stalled_server_is_reported_then_recovers(rtsp_server):
     cap.on_state = lambda n, a, b, m: states.append(b.value)
     cap.start()
     try:
-        assert _wait(lambda: cap.state == SourceState.LIVE, 10)
+        assert wait_until(lambda: cap.state == SourceState.LIVE, 10)
         rtsp_server.stall()
-        stalled = _wait(lambda: cap.check_stall(), 5)
+        stalled = wait_until(lambda: cap.check_stall(), 5)
         assert stalled is not None and cap.state == SourceState.STALLED
         assert cap.frame_age() >= 1.0
         rtsp_server.resume()
-        assert _wait(lambda: (cap.check_stall() or True) and cap.state == SourceState.LIVE, 12), states
+        assert wait_until(lambda: (cap.check_stall() or True) and cap.state == SourceState.LIVE, 12), states
         assert "STALLED" in states
     finally:
         cap.stop(timeout=3.0)

@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import ROOT, require
 from tests.integration.webutil import make_config, running_server
+from tests.timing import wait_for
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -43,13 +44,8 @@ def browser():
 
 
 def _wait(pred, timeout=20.0, step=0.2):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    return None
+    """tests.timing.wait_for with the browser tests' defaults (a script round trip per poll)."""
+    return wait_for(pred, timeout, step)
 
 
 def test_dashboard_in_chromium(browser):

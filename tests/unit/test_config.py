@@ -313,3 +313,32 @@ def test_gate_mode_reaches_the_detector():
                                          "detector": "hog", "gate": gate}]})
         det = build_camera_detector(cfg.cameras[0], cfg)
         assert det.mode == mode and det.name == "hog+motion"
+
+
+@pytest.mark.parametrize("address,want", [("local:2", ("local", 2)), ("auto", ("auto", None)),
+                                          ("head.lan:6379", ("address", "head.lan:6379")),
+                                          ("[::1]:6379", ("address", "[::1]:6379"))])
+def test_the_cluster_reads_the_address_the_config_validated(address, want):
+    """cluster.address is checked in core/config.py only; runtime/cluster.py classifies it."""
+    from core.config import ClusterConfig
+    from runtime.cluster import parse_address
+    assert parse_address(ClusterConfig(address=address).address) == want
+
+
+@pytest.mark.parametrize("address", ["local:0", "local:17", "head.lan:0", "head.lan:70000", "head.lan", "tcp://x:1"])
+def test_a_bad_cluster_address_is_a_config_error_naming_the_key(address):
+    data = {"cameras": [{"name": "a", "source": "synthetic:crossing"}], "cluster": {"address": address}}
+    with pytest.raises(ConfigError, match="cluster.address"):
+        parse_config(data)
+
+
+@pytest.mark.parametrize("section", ["webhooks", "mqtt"])
+def test_an_unknown_event_kind_of_a_sink_is_a_config_error_naming_the_key(section):
+    data = {"cameras": [{"name": "a", "source": "synthetic:crossing"}]}
+    if section == "webhooks":
+        data["events"] = {"webhooks": [{"url": "http://hooks.example/x", "kinds": ["zone_enter", "nonsense"]}]}
+    else:
+        data["mqtt"] = {"enabled": True, "kinds": ["nonsense"]}
+    with pytest.raises(ConfigError, match=r"kinds.*unknown event kind\(s\) 'nonsense'") as exc:
+        parse_config(data)
+    assert section in str(exc.value)

@@ -10,6 +10,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from core.digest import sha256_of
 from detectors import darknet
 from detectors.base import DetectorError
 from detectors.darknet import DarknetError
@@ -282,7 +283,7 @@ def test_ensure_onnx_converts_once_and_refreshes(tmp_path):
     darknet.ensure_onnx(cfg, weights)
     assert out.stat().st_mtime_ns != stamp
     meta = darknet.read_metadata(out)
-    assert meta["weights_sha256"] == darknet._sha256(weights)
+    assert meta["weights_sha256"] == sha256_of(weights)
 
 
 def test_known_mask_fix_only_for_official_tiny_weights():

@@ -9,7 +9,7 @@ import numpy as np
 from core.types import SourceState
 from stream.capture import Capture, ReconnectPolicy
 from stream.slot import LatestSlot
-from tests.timing import best_of
+from tests.timing import best_of, wait_for
 
 
 def test_slot_keeps_newest_and_counts_drops():
@@ -91,22 +91,13 @@ class FakeFile:
         self.closed = True
 
 
-def wait_for(pred, timeout=3.0):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if pred():
-            return True
-        time.sleep(0.005)
-    return False
-
-
 def test_file_ends_with_state_ended_and_paced():
     states = []
     cap = Capture("f", lambda: FakeFile(n=20, fps=100.0), loop=False,
                   on_state=lambda n, a, b, m: states.append(b))
     t0 = time.monotonic()
     cap.start()
-    assert wait_for(lambda: cap.state == SourceState.ENDED)
+    assert wait_for(lambda: cap.state == SourceState.ENDED, 3.0)
     took = time.monotonic() - t0
     assert cap.frames_in == 20
     assert took >= 0.15  # 20 frames at 100 fps are paced (~0.19 s)
@@ -143,7 +134,7 @@ def test_live_source_reconnects_then_live():
     cap = Capture("cam", factory, policy=ReconnectPolicy(0.02, 0.05, 0, 0.0),
                   on_state=lambda n, a, b, m: states.append(b.value))
     cap.start()
-    assert wait_for(lambda: cap.reconnects >= 1 and cap.state == SourceState.LIVE)
+    assert wait_for(lambda: cap.reconnects >= 1 and cap.state == SourceState.LIVE, 3.0)
     cap.stop()
     assert states[:3] == ["LIVE", "RECONNECTING", "LIVE"] or states[:2] == ["LIVE", "RECONNECTING"]
     assert "LIVE" in states[2:]
@@ -154,7 +145,7 @@ def test_failed_after_max_attempts():
     cap = Capture("bad", lambda: FakeFile(fail_open=True, live=True),
                   policy=ReconnectPolicy(0.01, 0.02, max_attempts=3, jitter=0.0))
     cap.start()
-    assert wait_for(lambda: cap.state == SourceState.FAILED)
+    assert wait_for(lambda: cap.state == SourceState.FAILED, 3.0)
     assert cap.attempts == 3 and "connection refused" in cap.last_error
     assert not wait_for(lambda: cap.alive, 0.3) or True
     cap.stop()
@@ -184,7 +175,7 @@ def test_stall_declared_after_timeout():
     cap = Capture("s", lambda: Hanging(live=True),
                   policy=ReconnectPolicy(0.05, 0.1, 0, 0.0, stall_timeout_s=0.2))
     cap.start()
-    assert wait_for(lambda: cap.frames_in >= 3)
+    assert wait_for(lambda: cap.frames_in >= 3, 3.0)
     time.sleep(0.35)
     assert cap.check_stall() is True and cap.state == SourceState.STALLED
     cap.stop(timeout=0.2)

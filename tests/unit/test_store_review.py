@@ -221,3 +221,13 @@ def test_a_database_made_before_the_review_columns_is_migrated(tmp_path):
         assert sum(n for *_k, n in st.counts()) == 101
     finally:
         st.close()
+
+
+def test_the_api_query_and_the_review_page_build_the_same_where(filled):
+    """query() (the JSON API) and review() share one WHERE builder: the same filters give the
+    same plan, on the same index."""
+    st, _ = filled
+    for api, review in (({"camera": "door"}, {"camera": "door"}), ({"kind": "zone_enter"}, {"kind": "zone_enter"}),
+                        ({"camera": "door", "kind": "zone_enter"}, {"camera": "door", "kind": "zone_enter"})):
+        for rng in ({}, {"since": T0, "until": T0 + 3600}):
+            assert st.explain(**api, **rng) == st.review_explain(review, **rng)

@@ -10,11 +10,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
+from core.config import WebhookConfig
 from core.types import Event, EventKind
 from events.webhook import WebhookSink
-from tests.timing import best_of
+from tests.timing import best_of, wait_for
 
 FAST = dict(backoff_initial_s=0.01, backoff_max_s=0.05)
+_SINK_KW = ("backoff_initial_s", "backoff_max_s", "headers", "name")
+
+
+def webhook(url: str, **kw) -> WebhookSink:
+    """A sink for a WebhookConfig of `url` and the config keys in kw (the rest go to the sink)."""
+    sink_kw = {k: kw.pop(k) for k in _SINK_KW if k in kw}
+    return WebhookSink(WebhookConfig(url=url, **kw), **sink_kw)
 
 
 class Hook:
@@ -88,21 +96,12 @@ def ev(i: int, kind=EventKind.LINE_CROSSED) -> Event:
                  frame_seq=i, id=i)
 
 
-def wait_for(cond, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.005)
-    return cond()
-
-
 def test_delivered_payload_is_the_event_json(hook_factory):
     h = hook_factory()
-    sink = WebhookSink(h.url, timeout_s=2, headers={"Authorization": "Bearer t0ken"})
+    sink = webhook(h.url, timeout_s=2, headers={"Authorization": "Bearer t0ken"})
     for i in range(1, 4):
         sink.submit(ev(i))
-    assert wait_for(lambda: sink.stats()["sent"] == 3)
+    assert wait_for(lambda: sink.stats()["sent"] == 3, 5.0)
     sink.close()
     got = h.events()
     expect = [ev(i).to_dict() for i in range(1, 4)]
@@ -124,7 +123,7 @@ def test_target_down_retries_then_gives_up():
     sinks = []
 
     def submit_two() -> float:
-        sink = WebhookSink(f"http://127.0.0.1:{port}/x", timeout_s=1, retries=3, **FAST)
+        sink = webhook(f"http://127.0.0.1:{port}/x", timeout_s=1, retries=3, **FAST)
         sinks.append(sink)
         t0 = time.perf_counter()
         sink.submit(ev(1))
@@ -136,7 +135,7 @@ def test_target_down_retries_then_gives_up():
     took = best_of(submit_two, lambda s: s < 0.05)
     assert min(took) < 0.05, took
     for sink in sinks:
-        assert wait_for(lambda s=sink: s.stats()["failed"] == 2)
+        assert wait_for(lambda s=sink: s.stats()["failed"] == 2, 5.0)
         st = sink.stats()
         assert st["retried"] == 6 and st["sent"] == 0 and st["queued"] == 0
         assert "Connection" in st["last_error"] or "refused" in st["last_error"].lower()
@@ -145,16 +144,16 @@ def test_target_down_retries_then_gives_up():
 
 def test_500_is_retried_and_counted(hook_factory):
     h = hook_factory(statuses=[500, 503])
-    sink = WebhookSink(h.url, timeout_s=2, retries=5, **FAST)
+    sink = webhook(h.url, timeout_s=2, retries=5, **FAST)
     sink.submit(ev(1))
-    assert wait_for(lambda: sink.stats()["sent"] == 1)
+    assert wait_for(lambda: sink.stats()["sent"] == 1, 5.0)
     st = sink.stats()
     assert st["retried"] == 2 and st["failed"] == 0
     assert len(h.bodies) == 3 and len(set(h.bodies)) == 1  # the same payload each time
     h2 = hook_factory(statuses=[500] * 10)
-    sink2 = WebhookSink(h2.url, timeout_s=2, retries=2, **FAST)
+    sink2 = webhook(h2.url, timeout_s=2, retries=2, **FAST)
     sink2.submit(ev(2))
-    assert wait_for(lambda: sink2.stats()["failed"] == 1)
+    assert wait_for(lambda: sink2.stats()["failed"] == 1, 5.0)
     assert sink2.stats()["retried"] == 2 and len(h2.bodies) == 3
     sink.close()
     sink2.close()
@@ -162,10 +161,10 @@ def test_500_is_retried_and_counted(hook_factory):
 
 def test_4xx_is_not_retried_but_429_is(hook_factory):
     h = hook_factory(statuses=[400, 429])
-    sink = WebhookSink(h.url, timeout_s=2, retries=3, **FAST)
+    sink = webhook(h.url, timeout_s=2, retries=3, **FAST)
     sink.submit(ev(1))
     sink.submit(ev(2))
-    assert wait_for(lambda: sink.stats()["sent"] == 1)
+    assert wait_for(lambda: sink.stats()["sent"] == 1, 5.0)
     st = sink.stats()
     assert st["rejected"] == 1 and st["retried"] == 1 and st["failed"] == 0
     assert [e["id"] for e in h.events()] == [1, 2, 2]
@@ -174,23 +173,23 @@ def test_4xx_is_not_retried_but_429_is(hook_factory):
 
 def test_kinds_filter(hook_factory):
     h = hook_factory()
-    sink = WebhookSink(h.url, kinds=["line_crossed", EventKind.ZONE_LEAVE])
+    sink = webhook(h.url, kinds=["line_crossed", EventKind.ZONE_LEAVE.value])
     sink.submit(ev(1, EventKind.ZONE_ENTER))
     sink.submit(ev(2, EventKind.ZONE_LEAVE))
     sink.submit(ev(3))
-    assert wait_for(lambda: sink.stats()["sent"] == 2)
+    assert wait_for(lambda: sink.stats()["sent"] == 2, 5.0)
     sink.close()
     assert [e["kind"] for e in h.events()] == ["zone_leave", "line_crossed"]
     assert sink.stats()["filtered"] == 1
     with pytest.raises(ValueError):
-        WebhookSink(h.url, kinds=["nonsense"])
+        webhook(h.url, kinds=["nonsense"])
     with pytest.raises(ValueError):
-        WebhookSink("ftp://example.com/x")
+        webhook("ftp://example.com/x")
 
 
 def test_queue_full_drops_oldest(hook_factory):
     h = hook_factory(delay=10.0)
-    sink = WebhookSink(h.url, timeout_s=10, max_queue=5, retries=0)
+    sink = webhook(h.url, timeout_s=10, max_queue=5, retries=0)
     sink.submit(ev(0))
     assert h.got.wait(5)  # the worker is now stuck in the request for event 0
     for i in range(1, 21):
@@ -199,7 +198,7 @@ def test_queue_full_drops_oldest(hook_factory):
     assert st["dropped"] == 15 and st["queued"] == 5
     h.delay = 0.0
     h.release.set()
-    assert wait_for(lambda: sink.stats()["sent"] == 6)
+    assert wait_for(lambda: sink.stats()["sent"] == 6, 5.0)
     assert [e["id"] for e in h.events()] == [0, 16, 17, 18, 19, 20]  # the newest were kept
     sink.close()
 
@@ -214,7 +213,7 @@ def test_slow_target_never_slows_the_caller(hook_factory):
     runs = []
 
     def run() -> tuple[float, float]:
-        sink = WebhookSink(h.url, timeout_s=0.2, max_queue=200, retries=2, **FAST)
+        sink = webhook(h.url, timeout_s=0.2, max_queue=200, retries=2, **FAST)
         if runs:  # the previous run's sink: given up at once (its worker is in a request)
             runs[-1].close(timeout=0.0)
         runs.append(sink)
@@ -232,7 +231,7 @@ def test_slow_target_never_slows_the_caller(hook_factory):
     p50, p99 = min(figures, key=lambda f: f[1])
     assert p99 < 1e-3, f"submit p50 {p50 * 1e6:.1f} us p99 {p99 * 1e6:.1f} us (runs: {figures})"
     sink = runs[-1]
-    assert wait_for(lambda: sink.stats()["retried"] >= 2)
+    assert wait_for(lambda: sink.stats()["retried"] >= 2, 5.0)
     st = sink.stats()
     assert st["queued"] <= 200 and st["dropped"] >= n - 200 - 2
     t0 = time.monotonic()
@@ -253,8 +252,8 @@ def test_failures_are_logged_not_silent(caplog):
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()  # nothing listens here now
-    sink = WebhookSink(f"http://user:pw@127.0.0.1:{port}/hook", timeout_s=0.5, retries=2,
-                       backoff_initial_s=0.01, backoff_max_s=0.02)
+    sink = webhook(f"http://user:pw@127.0.0.1:{port}/hook", timeout_s=0.5, retries=2,
+                  backoff_initial_s=0.01, backoff_max_s=0.02)
     with caplog.at_level(logging.INFO, logger="vigil.events.webhook"):
         for i in range(3):
             sink.submit(Event(EventKind.TRACK_STARTED, "cam", track_id=i))
@@ -276,9 +275,9 @@ def test_credentials_in_the_url_become_basic_auth(hook_factory):
     import base64
     h = hook_factory()
     url = h.url.replace("http://", "http://vigil:s%40cret@")
-    sink = WebhookSink(url, timeout_s=2)
+    sink = webhook(url, timeout_s=2)
     sink.submit(ev(1))
-    assert wait_for(lambda: sink.stats()["sent"] == 1), sink.stats()
+    assert wait_for(lambda: sink.stats()["sent"] == 1, 5.0), sink.stats()
     sink.close()
     assert h.headers[0]["Authorization"] == "Basic " + base64.b64encode(b"vigil:s@cret").decode()
     assert "cret" not in sink.stats()["name"]
