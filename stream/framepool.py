@@ -21,8 +21,9 @@ stream/clips.py), so a buffer's content only changes when the pool reuses it.
     img = cv2.cvtColor(yuv, code, dst=buf)
 
 Bounds: at most `max_buffers` pooled buffers and `max_bytes` of them (beyond: a plain new
-array, not kept); free buffers beyond `spare` (or of another shape) are dropped at the next
-get(), so idle pooled memory follows the recent demand. get() is for one thread (the capture
+array, not kept); a free buffer that get() passed over `idle_gets` times in a row (about 2 s of
+frames at 25 fps by default), or one of another shape, is let go, so idle pooled memory follows
+the demand of the last few seconds (a ring that frees several frames at once keeps them). get() is for one thread (the capture
 thread); stats() may be read from any.
 """
 from __future__ import annotations
@@ -38,18 +39,20 @@ __all__ = ["FramePool"]
 class FramePool:
     """A bounded set of frame buffers, reused only when nobody else holds them."""
 
-    def __init__(self, max_buffers: int = 96, max_bytes: int = 192 * 2**20, spare: int = 3) -> None:
-        if max_buffers < 1 or max_bytes < 1 or spare < 0:
-            raise ValueError("FramePool: max_buffers and max_bytes must be >= 1, spare >= 0")
+    def __init__(self, max_buffers: int = 96, max_bytes: int = 192 * 2**20,
+                 idle_gets: int = 50) -> None:
+        if max_buffers < 1 or max_bytes < 1 or idle_gets < 0:
+            raise ValueError("FramePool: max_buffers and max_bytes must be >= 1, idle_gets >= 0")
         self.max_buffers = int(max_buffers)
         self.max_bytes = int(max_bytes)
-        self.spare = int(spare)
+        self.idle_gets = int(idle_gets)
         self._bufs: list[np.ndarray] = []
+        self._idle: list[int] = []  # per buffer: get() calls in a row that found it free, unused
         self._bytes = 0
         self.reused = 0       # get() answered with a pooled buffer
         self.allocated = 0    # new buffers kept in the pool
         self.unpooled = 0     # new buffers not kept (pool full: every pooled one is held)
-        self.dropped = 0      # free buffers let go (beyond `spare`, or another shape)
+        self.dropped = 0      # free buffers let go (idle for idle_gets, or another shape)
         probe: list[np.ndarray] = [np.empty(1, np.uint8)]
         self._free_refs = self._refs(probe, 0)
 
@@ -64,8 +67,7 @@ class FramePool:
         """A buffer of `shape` and `dtype` that no one else holds (content undefined)."""
         shape = tuple(int(s) for s in shape)
         dt = np.dtype(dtype)
-        found = -1
-        free_same = 0
+        free: list[int] = []
         i = 0
         while i < len(self._bufs):
             if self._is_free(i):
@@ -73,23 +75,30 @@ class FramePool:
                 if b.shape != shape or b.dtype != dt:
                     self._drop(i)
                     continue
-                if found < 0:
-                    found = i
-                else:
-                    free_same += 1
-                    if free_same > self.spare:
-                        self._drop(i)
-                        continue
+                free.append(i)
+            else:
+                self._idle[i] = 0
             i += 1
+        # the most recently handed-out free buffer (the list is in hand-out order): the others
+        # age, so buffers a smaller demand no longer needs are let go after idle_gets
+        found = free[-1] if free else -1
+        for i in reversed(free[:-1]):
+            self._idle[i] += 1
+            if self._idle[i] > self.idle_gets:
+                self._drop(i)
+                found -= 1
         if found >= 0:
             self.reused += 1
-            # move it to the end: the scan meets the longest-held buffers (freed first) first
+            # to the end: the list stays in hand-out order
             b = self._bufs.pop(found)
+            self._idle.pop(found)
             self._bufs.append(b)
+            self._idle.append(0)
             return b
         b = np.empty(shape, dt)
         if len(self._bufs) < self.max_buffers and self._bytes + b.nbytes <= self.max_bytes:
             self._bufs.append(b)
+            self._idle.append(0)
             self._bytes += b.nbytes
             self.allocated += 1
         else:
@@ -98,6 +107,7 @@ class FramePool:
 
     def _drop(self, i: int) -> None:
         b = self._bufs.pop(i)
+        self._idle.pop(i)
         self._bytes -= b.nbytes
         self.dropped += 1
 

@@ -58,23 +58,27 @@ def test_every_kind_of_holder_keeps_a_buffer_out_of_the_pool(holder):
     assert pool.reused >= 1      # `other` itself was free again each time
 
 
-def test_bounds_and_shape_change():
-    pool = FramePool(max_buffers=2, spare=0)
+def test_bounds_shape_change_and_idle_buffers_let_go():
+    pool = FramePool(max_buffers=2)
     held = [pool.get(SHAPE) for _ in range(4)]   # beyond max_buffers: not kept
     assert pool.stats()["buffers"] == 2 and pool.unpooled == 2
     del held
     big = pool.get((96, 128, 3))                  # free buffers of another shape are dropped
     assert big.shape == (96, 128, 3) and pool.stats()["buffers"] == 1
     assert pool.dropped == 2
-    pool2 = FramePool(max_bytes=int(np.prod(SHAPE)) * 3, spare=1)
+    pool2 = FramePool(max_bytes=int(np.prod(SHAPE)) * 3, idle_gets=4)
     keep = [pool2.get(SHAPE) for _ in range(5)]
     assert pool2.stats()["buffers"] == 3 and pool2.stats()["bytes"] <= pool2.max_bytes
-    del keep
-    got = pool2.get(SHAPE)                        # one handed out, `spare` kept, the rest dropped
-    assert pool2.stats()["buffers"] == 2
-    assert pool2.idle_bytes() == got.nbytes       # the spare one; `got` is held
-    del got
-    assert pool2.idle_bytes() == 2 * int(np.prod(SHAPE))
+    del keep                                      # a ring freeing 3 frames at once: all kept
+    for k in range(4):
+        got = pool2.get(SHAPE)
+        assert pool2.stats()["buffers"] == 3, k
+        del got
+    assert pool2.idle_bytes() == 3 * int(np.prod(SHAPE))
+    got = pool2.get(SHAPE)                        # the other two passed over > idle_gets times
+    assert got.shape == SHAPE
+    assert pool2.stats()["buffers"] == 1 and pool2.idle_bytes() == 0   # `got` is held
+    assert pool2.reused == 5 and pool2.dropped == 2
     with pytest.raises(ValueError, match="max_buffers"):
         FramePool(max_buffers=0)
 
