@@ -251,6 +251,9 @@ class Sampler:
                 "latency_p95_ms": None if lat[1] is None else round(lat[1] * 1000, 2),
                 "source_fps": None, "published_fps": None, "detect_fps": None,
             }
+            pool = getattr(p.capture, "frame_pool", None)  # stream/framepool.py (issue 18)
+            if pool is not None:
+                cam["frame_pool"] = {**pool.stats(), "idle_bytes": pool.idle_bytes()}
             if prev is not None and cur[0] > prev[0]:
                 dt = cur[0] - prev[0]
                 cam["source_fps"] = round((cur[1] - prev[1]) / dt, 2)

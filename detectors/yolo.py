@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -112,6 +113,10 @@ class YoloDetector:
         self.num_classes = int(meta["num_classes"])
         self.class_names: list[str] = self._class_names(meta, c.names)
         self._keep = self._class_filter(c.classes)
+        # per-thread input tensor and letterbox canvas, reused across frames (issue 18: a fresh
+        # 2 MB float blob per frame churns and fragments the heap; blobFromImage also costs
+        # ~2 ms against ~0.2 ms written into a buffer, bit-identical)
+        self._buffers = threading.local()
         log.info("yolo: %s (%d classes, %d heads, input %d, letterbox=%s) on %s",
                  self.model_path.name, self.num_classes, len(self.anchors), c.input_size,
                  c.letterbox, self.provider)
@@ -168,23 +173,53 @@ class YoloDetector:
         return keep
 
     # ------------------------------------------------------------------ inference
-    def preprocess(self, img: np.ndarray) -> tuple[np.ndarray, _Transform]:
-        """BGR uint8 image -> (1,3,S,S) RGB float blob in [0,1] and the box transform."""
+    def preprocess(self, img: np.ndarray, out: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, _Transform]:
+        """BGR uint8 image -> (1,3,S,S) RGB float blob in [0,1] and the box transform; the
+        blob is written into `out` ((1,3,S,S) or (3,S,S) float32) when given, else a new array.
+        Same values as cv2.dnn.blobFromImage(canvas, 1/255, swapRB=True)."""
         h, w = img.shape[:2]
         s = self.cfg.input_size
         if self.cfg.letterbox:
             r = min(s / w, s / h)
             nw, nh = max(1, int(round(w * r))), max(1, int(round(h * r)))
             px, py = (s - nw) // 2, (s - nh) // 2
-            canvas = np.full((s, s, 3), PAD_VALUE, np.uint8)
+            canvas = self._canvas(s)
+            canvas.fill(PAD_VALUE)
             interp = cv2.INTER_AREA if r < 0.5 else cv2.INTER_LINEAR
             canvas[py:py + nh, px:px + nw] = cv2.resize(img, (nw, nh), interpolation=interp)
             tf = _Transform(nw / w, nh / h, px, py, w, h)
         else:
             canvas = cv2.resize(img, (s, s), interpolation=cv2.INTER_LINEAR)
             tf = _Transform(s / w, s / h, 0.0, 0.0, w, h)
-        blob = cv2.dnn.blobFromImage(canvas, 1.0 / 255.0, swapRB=True, crop=False)
+        if out is None:
+            blob = np.empty((1, 3, s, s), np.float32)
+        elif out.dtype != np.float32 or out.size != 3 * s * s or not out.flags.c_contiguous:
+            raise ValueError(f"yolo: preprocess out= must be a C-contiguous float32 (1,3,{s},{s})"
+                             f" or (3,{s},{s}) array, got {out.dtype} {out.shape}")
+        else:
+            blob = out.reshape(1, 3, s, s)  # a view: the values land in `out`
+        scale = np.float32(1.0 / 255.0)
+        for ch in range(3):  # BGR -> RGB planes, uint8 * float32 (what blobFromImage computes)
+            np.multiply(canvas[:, :, 2 - ch], scale, out=blob[0, ch], dtype=np.float32)
         return blob, tf
+
+    def _canvas(self, s: int) -> np.ndarray:
+        """This thread's (S,S,3) letterbox canvas (the caller fills all of it)."""
+        c = getattr(self._buffers, "canvas", None)
+        if c is None or c.shape[0] != s:
+            c = self._buffers.canvas = np.empty((s, s, 3), np.uint8)
+        return c
+
+    def _input(self, n: int) -> np.ndarray:
+        """This thread's (n,3,S,S) float32 input tensor: a view of a buffer grown to the
+        largest batch seen. The session has let go of it when run() returns, and no other
+        thread writes it, so the next frame of this thread may reuse it."""
+        s = self.cfg.input_size
+        b = getattr(self._buffers, "input", None)
+        if b is None or b.shape[0] < n or b.shape[2] != s:
+            b = self._buffers.input = np.empty((max(n, 1), 3, s, s), np.float32)
+        return b[:n]
 
     def raw(self, blob: np.ndarray) -> list[np.ndarray]:
         """Raw head outputs for an input blob (what cv2.dnn's pre-yolo conv layers give)."""
@@ -252,7 +287,7 @@ class YoloDetector:
         img = as_bgr(frame)
         if img is None:
             return Detections.empty(seq, ts)
-        blob, tf = self.preprocess(img)
+        blob, tf = self.preprocess(img, self._input(1))
         return self.postprocess(self.raw(blob), tf, seq, ts)
 
     def detect_batch(self, frames: Sequence[Frame | np.ndarray]) -> list[Detections]:
@@ -264,19 +299,18 @@ class YoloDetector:
         if self._closed:
             return [Detections.empty(*m) for m in metas]
         out: list[Detections | None] = [None] * len(metas)
-        blobs: list[np.ndarray] = []
+        imgs = [as_bgr(f) for f in frames]
+        batch = self._input(sum(img is not None for img in imgs))
         tfs: list[tuple[int, _Transform]] = []
-        for i, f in enumerate(frames):
-            img = as_bgr(f)
+        for i, img in enumerate(imgs):
             if img is None:
                 out[i] = Detections.empty(*metas[i])
                 continue
-            blob, tf = self.preprocess(img)
-            blobs.append(blob)
+            _, tf = self.preprocess(img, batch[len(tfs)])
             tfs.append((i, tf))
-        if blobs:
+        if tfs:
             try:
-                raw = self.raw(blobs[0] if len(blobs) == 1 else np.concatenate(blobs, axis=0))
+                raw = self.raw(batch)
             except Exception:
                 if self._closed:
                     return [Detections.empty(*m) for m in metas]

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from core.types import Frame, SourceState
+from stream.framepool import FramePool
 from stream.slot import LatestSlot
 from stream.stats import RateMeter
 
@@ -99,6 +100,9 @@ class Capture:
         self.native_fps: float | None = None
         self.is_live: bool | None = None
         self.rate = RateMeter()
+        # frame buffers reused once no one holds them (issue 18: heap fragmentation); the
+        # published image is pooled: the decoded one, or the resized one when resizing
+        self.frame_pool = FramePool()
 
     # ------------------------------------------------------------ control
     def start(self) -> "Capture":
@@ -197,7 +201,8 @@ class Capture:
         if size == (iw, ih):
             return img
         interp = cv2.INTER_AREA if size[0] < iw else cv2.INTER_LINEAR
-        return cv2.resize(img, size, interpolation=interp)
+        dst = self.frame_pool.get((size[1], size[0]) + img.shape[2:], img.dtype)
+        return cv2.resize(img, size, dst=dst, interpolation=interp)
 
     def _open(self) -> Source | None:
         """Open a fresh source, with backoff between attempts. None when stopping or FAILED."""
@@ -207,6 +212,9 @@ class Capture:
             try:
                 src = self._factory()
                 self.is_live = bool(getattr(src, "is_live", True))
+                use_pool = getattr(src, "use_pool", None)
+                if use_pool is not None and not self.resize:
+                    use_pool(self.frame_pool)
                 src.open()
                 return src
             except Exception as e:  # noqa: BLE001 - reported as state, never raised

@@ -146,8 +146,17 @@ class Scene:
     seed: int
     params: dict[str, Any]
 
-    def render(self, i: int) -> np.ndarray:  # pragma: no cover - interface
+    def render(self, i: int, out: np.ndarray | None = None) -> np.ndarray:  # pragma: no cover
+        """Frame i; into `out` ((H, W, 3) uint8, e.g. a stream/framepool.py buffer) if given."""
         raise NotImplementedError
+
+    def _canvas(self, out: np.ndarray | None) -> np.ndarray:
+        """The static backdrop, copied into `out` (when it has the frame's shape) or a new array."""
+        bg = self.static_bg
+        if out is None or out.shape != bg.shape or out.dtype != bg.dtype:
+            return bg.copy()
+        np.copyto(out, bg)
+        return out
 
     def truth(self, i: int) -> FrameTruth:  # pragma: no cover - interface
         raise NotImplementedError
@@ -453,10 +462,10 @@ class ConveyorScene(Scene):
         np.copyto(img, layer, where=sel[..., None])
 
     # -- public API
-    def background(self, i: int) -> np.ndarray:
+    def background(self, i: int, out: np.ndarray | None = None) -> np.ndarray:
         """Frame i without parts, noise or lighting (the moving belt only)."""
         i = self._check_index(i)
-        out = self.static_bg.copy()
+        out = self._canvas(out)
         o = self._shift(i) % self.period
         out[self.belt_y0:self.belt_y0 + self.belt_h] = self.belt_tex[:, self.period - o:self.period - o + self.width]
         return out
@@ -468,8 +477,8 @@ class ConveyorScene(Scene):
                         np.int64)
         return ks, lefts, tops
 
-    def render(self, i: int) -> np.ndarray:
-        frame = self.background(i)
+    def render(self, i: int, out: np.ndarray | None = None) -> np.ndarray:
+        frame = self.background(i, out)
         ks, lefts, tops = self._place(i)
         for k, x, y in zip(ks.tolist(), lefts.tolist(), tops.tolist()):
             img, mask = self.part_image(k)
@@ -734,9 +743,9 @@ class CrossingScene(Scene):
             frame[y0:y1, x0:x1] = self.occ_img
         return frame
 
-    def render(self, i: int) -> np.ndarray:
+    def render(self, i: int, out: np.ndarray | None = None) -> np.ndarray:
         i = self._check_index(i)
-        frame = self.static_bg.copy()
+        frame = self._canvas(out)
         for lane, k, x, y, _tr in self._objects(i):
             img, mask = self._sprite(lane, k)
             _blit(frame, img, mask, x, y)
@@ -801,6 +810,11 @@ class SyntheticSource:
         self.frames = int(frames)
         self.index = 0           # index of the next frame read() returns
         self._open = False
+        self.frame_pool: Any = None  # a stream/framepool.py FramePool (use_pool)
+
+    def use_pool(self, pool: Any) -> None:
+        """Render frames into `pool`'s buffers (reused only when no one holds them)."""
+        self.frame_pool = pool
 
     def open(self) -> None:
         self.index = 0
@@ -811,7 +825,9 @@ class SyntheticSource:
             raise SourceError(f"{self.uri}: read() before open() or after close()")
         if self.frames and self.index >= self.frames:
             return None
-        img = self.scene.render(self.index)
+        pool = self.frame_pool
+        out = None if pool is None else pool.get((self.scene.height, self.scene.width, 3))
+        img = self.scene.render(self.index, out)
         self.index += 1
         return img
 

@@ -149,3 +149,64 @@ def test_single_thread_overrides_build_single_threaded_sessions(tmp_path) -> Non
     det = _random_detector(tmp_path, **base.single_thread_overrides("yolo"))
     assert det.cfg.intra_op_threads == 1 and det.cfg.inter_op_threads == 1
     det.close()
+
+
+def _blob_reference(det, img: np.ndarray) -> np.ndarray:
+    """The pre-issue-18 preprocessing: a fresh canvas and cv2.dnn.blobFromImage."""
+    s = det.cfg.input_size
+    h, w = img.shape[:2]
+    if det.cfg.letterbox:
+        r = min(s / w, s / h)
+        nw, nh = max(1, round(w * r)), max(1, round(h * r))
+        px, py = (s - nw) // 2, (s - nh) // 2
+        canvas = np.full((s, s, 3), 127, np.uint8)
+        interp = cv2.INTER_AREA if r < 0.5 else cv2.INTER_LINEAR
+        canvas[py:py + nh, px:px + nw] = cv2.resize(img, (nw, nh), interpolation=interp)
+    else:
+        canvas = cv2.resize(img, (s, s), interpolation=cv2.INTER_LINEAR)
+    return cv2.dnn.blobFromImage(canvas, 1.0 / 255.0, swapRB=True, crop=False)
+
+
+@pytest.mark.parametrize("letterbox", [True, False])
+def test_preprocess_into_reused_buffers_is_bit_identical_to_blob_from_image(tmp_path, letterbox) -> None:
+    """Issue 18: the blob is written into a per-thread input tensor (and a reused letterbox
+    canvas) instead of a fresh cv2.dnn.blobFromImage array; the values are exactly the same,
+    for images of different sizes one after another (a smaller image must not show the
+    previous one's pixels in the padding), and a blob handed out earlier is not overwritten."""
+    det = _random_detector(tmp_path, letterbox=letterbox)
+    rng = np.random.default_rng(5)
+    shapes = [(480, 640), (100, 700), (700, 90), (416, 416), (33, 47), (480, 640)]
+    kept = []
+    for h, w in shapes:
+        img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        ref = _blob_reference(det, img)
+        fresh, _ = det.preprocess(img)
+        into, _ = det.preprocess(img, det._input(1))
+        assert fresh.shape == ref.shape == into.shape and fresh.dtype == np.float32
+        assert np.array_equal(fresh, ref) and np.array_equal(into, ref)
+        kept.append((fresh, ref))
+    for fresh, ref in kept:   # out=None blobs are the caller's: later frames leave them alone
+        assert np.array_equal(fresh, ref)
+    with pytest.raises(ValueError, match="out="):
+        det.preprocess(np.zeros((10, 10, 3), np.uint8), np.zeros((1, 3, 8, 8), np.float32))
+
+
+def test_threads_reusing_their_input_tensors_get_serial_results(tiny) -> None:
+    """Each thread has its own input tensor: detections from 3 threads at once equal the
+    serial ones, frame by frame."""
+    import threading
+    frames = _vtest_frames(6, step=25)
+    serial = [tiny.detect(Frame(f, i, float(i))) for i, f in enumerate(frames)]
+    got: dict[tuple[int, int], Detections] = {}
+
+    def work(t: int) -> None:
+        for rep in range(2):
+            for i, f in enumerate(frames):
+                got[(t, rep * 10 + i)] = tiny.detect(Frame(f, i, float(i)))
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(3)]
+    [t.start() for t in threads]
+    [t.join(60) for t in threads]
+    assert len(got) == 3 * 2 * len(frames)
+    for (t, k), d in got.items():
+        _same(d, serial[k % 10])
