@@ -5,9 +5,11 @@ Boxes only: every frame of the 11 MOT15 sequences in ../shared/data/mot/MOT15/*/
 prepared beforehand for both trackers. With dHash: PETS09-S2L1 detections on the frames of
 vtest.avi (the same footage), decoded into memory first, so the time is tracking + hashing.
 
-Each repeat runs Vigil boxes-only, SORT and Vigil with dHash back to back (rotating the
-order); rates are medians over the repeats and ratios are medians of the per-repeat ratios
-(paired: on a shared machine the load drifts more between repeats than within one). Every
+Each repeat interleaves the three sequence by sequence: Vigil boxes-only and SORT on one
+sequence and one dHash pass, rotating their order, summed over the repeat (so all three
+see the same load over the same seconds); rates are medians over the repeats and ratios
+are medians of the per-repeat ratios (paired: on a shared machine the load drifts more
+between repeats than within one). Every
 ratio is given in wall-clock time and, as `*_cpu`, in process CPU time (time.process_time:
 the work each tracker does, not the time it waited for a core; the steadier figure when
 other processes compete for the cores). Output: one JSON object on stdout (--json) or a short table.
@@ -28,7 +30,6 @@ from bench.sort_baseline import Sort
 from core.types import Detections
 from trackers.mot import iter_frames, read_mot
 from trackers.tracker import Tracker
-
 
 
 def _load_sequences(mot_dir: Path) -> dict[str, list[Detections]]:
@@ -105,28 +106,38 @@ def run(data: Path, repeats: int = 5, dhash_frames: int = 300) -> dict[str, Any]
         cap.release()
         dets = [d for _, d in iter_frames(read_mot(det))][:len(images)]
         _time_dhash(images[:20], dets[:20], fps)
-    # Each repeat runs the three measurements back to back (rotating their order), and the
-    # ratios are taken within a repeat: on a shared machine the load changes between repeats
-    # far more than within one, so a paired ratio is steadier than a ratio of medians.
+    # Each repeat runs the three measurements interleaved sequence by sequence: for each of
+    # the MOT15 sequences, Vigil boxes-only and SORT on it and one 300-frame dHash pass
+    # (rotating their order), each summed over the repeat. A repeat's three figures then
+    # span the same ~10 s, so a burst of load from other processes hits all three alike;
+    # the ratios are taken within a repeat (the load drifts far more between repeats).
+    # Timing the short dHash pass (~0.15 s) once per repeat, apart from the others, made
+    # its ratio swing 0.75-1.9x between repeats on a shared machine.
     vig, base, dh = [], [], []           # wall-clock rates
     vig_c, base_c, dh_c = [], [], []     # process-CPU-time rates
     n_updates = 0
+    names = list(seqs)
     for r in range(repeats):
+        tot = {0: [0.0, 0.0, 0], 1: [0.0, 0.0, 0], 2: [0.0, 0.0, 0]}   # wall, cpu, updates
         order = [0, 1, 2] if images else [0, 1]
-        k = r % len(order)
-        for which in order[k:] + order[:k]:
-            if which == 0:
-                w, c, n_updates = _time_vigil(seqs)
-                vig.append(n_updates / w)
-                vig_c.append(n_updates / c)
-            elif which == 1:
-                w, c, n = _time_sort(seqs_np)
-                base.append(n / w)
-                base_c.append(n / c)
-            else:
-                w, c = _time_dhash(images, dets, fps)
-                dh.append(len(dets) / w)
-                dh_c.append(len(dets) / c)
+        for s_i, name in enumerate(names):
+            k = (r + s_i) % len(order)
+            for which in order[k:] + order[:k]:
+                if which == 0:
+                    w, c, n = _time_vigil({name: seqs[name]})
+                elif which == 1:
+                    w, c, n = _time_sort({name: seqs_np[name]})
+                else:
+                    w, c = _time_dhash(images, dets, fps)
+                    n = len(dets)
+                t = tot[which]
+                t[0], t[1], t[2] = t[0] + w, t[1] + c, t[2] + n
+        n_updates = tot[0][2]
+        for which, (rates, rates_c) in ((0, (vig, vig_c)), (1, (base, base_c)), (2, (dh, dh_c))):
+            w, c, n = tot[which]
+            if n:
+                rates.append(n / w)
+                rates_c.append(n / c)
 
     def paired(a, b):
         return statistics.median(x / y for x, y in zip(a, b)), [round(x / y, 3) for x, y in zip(a, b)]
@@ -151,7 +162,7 @@ def run(data: Path, repeats: int = 5, dhash_frames: int = 300) -> dict[str, Any]
                     "dhash_ratio_cpu": paired(dh_c, base_c)[0],
                     "dhash_ratio_cpu_runs": paired(dh_c, base_c)[1],
                     "dhash_hz_runs": [round(v, 1) for v in dh],
-                    "dhash_frames": len(dets),
+                    "dhash_frames": len(dets), "dhash_passes_per_repeat": len(seqs),
                     "dhash_dets_per_frame": sum(len(d) for d in dets) / max(len(dets), 1)})
     else:
         out.update({"dhash_hz": None, "dhash_skipped": f"{video} or {det} not found"})
