@@ -169,7 +169,8 @@ def rss_per_extra_camera(points: Sequence[tuple[int, float]]) -> dict[str, float
 
 _MEDIAN_KEYS = ("detect_fps_total", "published_over_source_min", "published_fps_median",
                 "source_fps_median", "detect_fairness_min_over_max", "detector_ms_p50_median",
-                "rss_mb", "pss_mb", "rss_own_mb", "cpu_cores", "others_cores", "threads")
+                "rss_mb", "pss_mb", "rss_own_mb", "cpu_cores", "others_cores", "threads",
+                "server_cores", "server_cpu_ms_per_frame")
 
 
 def combine_rounds(steps: Sequence[dict[str, Any]], limit_fps: float | None) -> dict[str, Any]:
@@ -213,23 +214,27 @@ def run_step(n: int, mode: str, seconds: float, warmup: float, models: str | Non
         failed = dict(getattr(srv.vigil, "failed", {}) or {})
         time.sleep(warmup)
 
-        def snap() -> tuple[float, dict[str, Any], dict[str, int], float, float]:
+        def snap() -> tuple[float, dict[str, Any], dict[str, int], float, float, float]:
             cams = {c["name"]: c for c in _get(srv.base, "/api/cameras")["cameras"]}
             counts = {name: p.latency.count for name, p in srv.vigil.pipelines.items()}
             t = psutil.cpu_times()
             busy = sum(t) - t.idle - getattr(t, "iowait", 0.0)
-            own = sum(proc.cpu_times()[:4])  # with the children that ended; live ones below
+            ct = proc.cpu_times()
+            server = ct.user + ct.system  # this process alone: the non-inference work
+            own = sum(ct[:4])  # with the children that ended; live ones below
             for q in proc.children(recursive=True):
                 try:
                     own += sum(q.cpu_times()[:2])
                 except psutil.Error:
                     pass
-            return time.monotonic(), cams, counts, busy, own
+            return time.monotonic(), cams, counts, busy, own, server
 
-        t0, c0, l0, busy0, own0 = snap()
+        t0, c0, l0, busy0, own0, srv0 = snap()
         time.sleep(seconds)
-        t1, c1, l1, busy1, own1 = snap()
+        t1, c1, l1, busy1, own1, srv1 = snap()
         dt = t1 - t0
+        frames = sum(float(c1[k]["stages"]["publish"]["processed"]) -
+                     float(c0[k]["stages"]["publish"]["processed"]) for k in c1 if k in c0)
         cams: dict[str, dict[str, Any]] = {}
         for name in sorted(c1):
             row = camera_rates(c0[name], c1[name], dt)
@@ -264,6 +269,10 @@ def run_step(n: int, mode: str, seconds: float, warmup: float, models: str | Non
            "rss_mb": round(rss, 1), "pss_mb": round(pss, 1), "rss_own_mb": round(rss_own, 1),
            "processes": len(tree), "threads": threads,
            "cpu_cores": round((own1 - own0) / dt, 3),
+           # the server process alone (capture, decode, tracker, publish, web, pool client;
+           # in pool mode no inference): its CPU per frame published, all cameras
+           "server_cores": round((srv1 - srv0) / dt, 3),
+           "server_cpu_ms_per_frame": round(1000.0 * (srv1 - srv0) / frames, 3) if frames else None,
            "others_cores": round(max(0.0, (busy1 - busy0) - (own1 - own0)) / dt, 3),
            "load_avg_1m": round(os.getloadavg()[0], 2),
            "metrics_bytes": len(metrics), "pools": pool_stats, "per_camera": cams}

@@ -10,6 +10,14 @@ Two modes:
   N is bounded by `window` (2..1000) and by `max_memory_mb`: when the first frame shows that
   N frames would exceed it, the effective window is reduced (logged, see `effective_window`).
 
+Unwatched (`update(image, watched=False)`: nobody on the exposure stream), the EMA folds in
+only every IDLE_EVERY-th frame, with the weight of the k frames it stands for,
+1 - (1 - alpha)**k: the same time constant in frames, a static scene gives the same picture,
+and a viewer who opens the stream sees the average of the same past (sampled every
+IDLE_EVERY frames) at once, every frame from then on. Saves ~3/4 of the accumulation
+(0.13 ms per 768x576 frame) on every camera nobody watches. The window mode keeps every frame
+(its mean is over N frames, not a time constant).
+
 `update()` is cheap and runs on every source frame; the 8-bit picture is computed lazily by
 `image()` (only when someone watches) and cached until the next update. A new array is
 returned each time it changes, so it can be published by reference.
@@ -41,6 +49,8 @@ log = logging.getLogger(__name__)
 
 EXPOSURE_MODES = ("ema", "window")
 
+IDLE_EVERY = 4  # unwatched EMA: one accumulation per this many frames (module docstring)
+
 
 class LongExposure:
     """Running average of frames; see the module docstring.
@@ -71,6 +81,8 @@ class LongExposure:
         self.trails = bool(trails)
         self.trails_weight = float(trails_weight)
         self.max_memory_mb = float(max_memory_mb)
+        # weight of the newest frame when it stands for k frames (k = 1..IDLE_EVERY)
+        self._alpha_k = [0.0] + [1.0 - (1.0 - self.alpha) ** k for k in range(1, IDLE_EVERY + 1)]
         self._lock = threading.Lock()
         self.resets = 0
         self._clear()
@@ -83,6 +95,8 @@ class LongExposure:
         self._ring: np.ndarray | None = None  # window: (N, H, W, C) uint8
         self._head = 0  # window: next ring slot to write
         self._n = 0  # window: frames currently in the ring
+        self._pending = 0  # ema: frames since the last accumulation (unwatched skips)
+        self.accumulated = 0  # ema: accumulations since the last reset
         self._last: np.ndarray | None = None  # copy of the newest frame (trails)
         self._cached: np.ndarray | None = None
         self._cached_at = -1
@@ -101,8 +115,10 @@ class LongExposure:
             self._clear()
             self.resets += 1
 
-    def update(self, image: np.ndarray) -> None:
-        """Add one source frame (uint8, (H,W,3) or (H,W)). A new size restarts the exposure."""
+    def update(self, image: np.ndarray, watched: bool = True) -> None:
+        """Add one source frame (uint8, (H,W,3) or (H,W)). A new size restarts the exposure.
+        `watched=False` (nobody looks): the EMA may fold this frame in with the next one it
+        accumulates (module docstring)."""
         if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim not in (2, 3) \
                 or image.size == 0:
             raise ValueError("LongExposure.update() needs a non-empty uint8 image")
@@ -114,7 +130,13 @@ class LongExposure:
             if self._shape is None:
                 self._start(image)
             elif self.mode == "ema":
-                cv2.accumulateWeighted(image, self._acc, self.alpha)
+                k = self._pending + 1
+                if watched or k >= IDLE_EVERY:
+                    cv2.accumulateWeighted(image, self._acc, self._alpha_k[k])
+                    self._pending = 0
+                    self.accumulated += 1
+                else:
+                    self._pending = k
             else:
                 self._push(image)
             if self.trails:
@@ -127,6 +149,7 @@ class LongExposure:
         self._shape = image.shape
         if self.mode == "ema":
             self._acc = image.astype(np.float32)
+            self.accumulated = 1
         else:
             n = self.window
             budget = int(self.max_memory_mb * 2**20)

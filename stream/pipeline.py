@@ -191,7 +191,7 @@ class CameraPipeline:
                           latency_ms=None if p50 is None else p50 * 1000.0)
 
     def _publish(self, frame: Frame, tracks: Tracks) -> None:
-        self.exposure.update(frame.image)
+        self.exposure.update(frame.image, watched=self.exposure_hub.has_viewers())
         if self.overlay_hub.has_viewers():
             img = self.step.draw(frame, tracks, status=self.status())
             self.overlay_hub.publish(img, frame.seq, frame.ts, frame.wall_ts)

@@ -139,3 +139,52 @@ def test_window_memory_cap_and_bounds():
             LongExposure(**kw)
     with pytest.raises(ValueError):
         LongExposure().update(np.zeros((4, 4, 3), np.float32))
+
+
+def test_unwatched_ema_accumulates_a_quarter_of_the_frames_with_the_same_time_constant():
+    """Nobody watching: one accumulation per IDLE_EVERY frames, weighted for the frames it
+    stands for; the picture a viewer then gets is the watched one's within a few grey levels
+    (exact for a static scene), and every frame counts again once watched."""
+    from stream.exposure import IDLE_EVERY
+
+    frames = _moving_square(120, step=1)
+    watched, idle = LongExposure("ema", alpha=0.05), LongExposure("ema", alpha=0.05)
+    for f in frames:
+        watched.update(f)
+        idle.update(f, watched=False)
+    assert idle.frames == watched.frames == 120
+    assert watched.accumulated == 120
+    assert idle.accumulated <= 1 + 120 // IDLE_EVERY
+    diff = np.abs(idle.image().astype(int) - watched.image().astype(int))
+    # the mean picture is the same; along the moving square's path the trail was sampled
+    # every IDLE_EVERY frames (a sample weighs at most 1 - 0.95**4 = 0.19 of 255)
+    assert diff.mean() < 1.0 and diff.max() <= 48, (diff.max(), diff.mean())
+    # ... and that sampled past fades like any other once watched: three time constants on,
+    # the pictures agree within rounding
+    for f in frames[:60]:
+        watched.update(f)
+        idle.update(f)
+    diff = np.abs(idle.image().astype(int) - watched.image().astype(int))
+    assert diff.max() <= 2, diff.max()
+    # a static scene: the same picture as accumulating every frame
+    a, b = LongExposure("ema", alpha=0.2), LongExposure("ema", alpha=0.2)
+    start, scene = frames[0], frames[60]
+    a.update(start), b.update(start)
+    for _ in range(40):
+        a.update(scene)
+        b.update(scene, watched=False)
+    assert np.abs(a.image().astype(int) - b.image().astype(int)).max() <= 1
+    # watched: every frame is accumulated
+    n = idle.accumulated
+    for f in frames[:5]:
+        idle.update(f)
+    assert idle.accumulated == n + 5
+
+
+def test_window_mode_keeps_every_frame_unwatched():
+    frames = _moving_square(20)
+    a, b = LongExposure("window", window=5), LongExposure("window", window=5)
+    for f in frames:
+        a.update(f)
+        b.update(f, watched=False)
+    assert np.array_equal(a.image(), b.image())
