@@ -232,10 +232,12 @@ class Tracker:
             x_new, P_new = self.kf.update(a["x"][rows], a["P"][rows], det_c[cols])
             a["x"][rows] = x_new
             a["P"][rows] = P_new
-            a["x_obs"][rows] = x_new
-            a["P_obs"][rows] = P_new
+            if p.oru_min_gap > 0:
+                a["x_obs"][rows] = x_new
+                a["P_obs"][rows] = P_new
             a["z_obs"][rows] = det_c[cols]
-            self._observe(rows, det_c[cols])
+            if p.direction_weight > 0:
+                self._observe(rows, det_c[cols])
             a["hits"][rows] += 1
             a["misses"][rows] = -1  # +1 below
             a["last_ts"][rows] = ts
