@@ -47,8 +47,9 @@ _K = 4  # dHashes remembered per track (the minimum distance over them is used)
 
 # Per-track columns of the live table and of the lost table.
 _LIVE = ("x", "P", "id", "cls", "label", "score", "hits", "misses", "age", "confirmed",
-         "last_ts", "det_index", "hash", "hash_n", "hash_ts", "trail", "trail_n",
-         "x_obs", "P_obs", "z_obs", "obs_hist", "obs_n", "dir")
+         "last_ts", "det_index", "hash", "hash_n", "hash_ts", "trail", "trail_n")
+_ORU = ("x_obs", "P_obs", "z_obs")   # only kept while oru_min_gap > 0
+_OCM = ("obs_hist", "obs_n")         # only kept while direction_weight > 0
 _LOST = ("id", "cls", "label", "xywh", "vel", "ts", "hash", "hits")
 
 
@@ -81,11 +82,10 @@ class Tracker:
             "trail_n": np.zeros(0, np.int64),
             # filter state right after the last match, and that match's box (for ORU)
             "x_obs": np.zeros((0, 8)), "P_obs": np.zeros((0, 8, 8)), "z_obs": np.zeros((0, 4)),
-            # the last direction_delta observed centres (ring) and the unit direction of motion
-            # between the oldest of them and the newest (for OCM; zero until two observations)
-            "obs_hist": np.zeros((0, p.direction_delta, 2)), "obs_n": np.zeros(0, np.int64),
-            "dir": np.zeros((0, 2)),
+            # the last direction_delta + 1 observed centres (a ring) and how many were pushed (OCM)
+            "obs_hist": np.zeros((0, p.direction_delta + 1, 2)), "obs_n": np.zeros(0, np.int64),
         }
+        self._cols = _LIVE + (_ORU if p.oru_min_gap > 0 else ()) + (_OCM if p.direction_weight > 0 else ())
         self._lost: dict[str, np.ndarray] = {
             "id": np.zeros(0, np.int64), "cls": np.zeros(0, np.int32), "label": np.zeros(0, object),
             "xywh": np.zeros((0, 4)), "vel": np.zeros((0, 4)), "ts": np.zeros(0),
@@ -123,7 +123,7 @@ class Tracker:
 
     def _keep(self, mask: np.ndarray) -> None:
         a = self._a
-        for k in _LIVE:
+        for k in self._cols:
             a[k] = a[k][mask]
 
     # ------------------------------------------------------------------ API
@@ -235,7 +235,7 @@ class Tracker:
             if p.oru_min_gap > 0:
                 a["x_obs"][rows] = x_new
                 a["P_obs"][rows] = P_new
-            a["z_obs"][rows] = det_c[cols]
+                a["z_obs"][rows] = det_c[cols]
             if p.direction_weight > 0:
                 self._observe(rows, det_c[cols])
             a["hits"][rows] += 1
@@ -382,12 +382,20 @@ class Tracker:
             return out
         r, c = np.nonzero(amb)
         k = self.params.direction_delta
+        m = k + 1
         n_obs = a["obs_n"][r]
-        base = a["obs_hist"][r, np.where(n_obs < k, 0, n_obs % k)]   # k observations back
-        d = det_c[c, :2] - base
+        hist = a["obs_hist"][r]
+        at = np.arange(r.size)
+        newest = hist[at, (n_obs - 1) % m]
+        # the track's direction: from its observation k matches before its newest to the newest
+        tdir = newest - hist[at, np.maximum(n_obs - 1 - k, 0) % m]
+        tn = np.hypot(tdir[:, 0], tdir[:, 1])
+        # the candidate's: from the observation k steps before the detection to the detection
+        d = det_c[c, :2] - hist[at, np.maximum(n_obs - k, 0) % m]
         n = np.hypot(d[:, 0], d[:, 1])
-        ok = (n > self._still(det_c[c, 3])) & (a["dir"][r] != 0).any(axis=1)
-        cosang = np.einsum("ij,ij->i", a["dir"][r], d) / np.maximum(n, 1e-6)
+        # no direction while the track moves less than the detector noise
+        ok = (n > self._still(det_c[c, 3])) & (tn > self._still(a["x"][r, 3]))
+        cosang = np.einsum("ij,ij->i", tdir, d) / np.maximum(n * tn, 1e-12)
         ang = np.arccos(np.clip(cosang, -1.0, 1.0)) / math.pi
         out[r[ok], c[ok]] = ang[ok] * score[c[ok]]
         return out
@@ -398,20 +406,11 @@ class Tracker:
         return 2.0 * math.sqrt(2.0) * self.params.std_meas * h
 
     def _observe(self, rows: np.ndarray, z: np.ndarray) -> None:
-        """Push matched centres into the observation rings and refresh the directions."""
+        """Push matched centres into the observation rings (directions are computed when used)."""
         a = self._a
-        k = self.params.direction_delta
         n = a["obs_n"][rows]
-        oldest = a["obs_hist"][rows, n % k]          # the slot about to be overwritten
-        first = n == 0
-        oldest[n < k] = a["obs_hist"][rows[n < k], 0]  # ring not full yet: its first entry
-        d = z[:, :2] - oldest
-        norm = np.hypot(d[:, 0], d[:, 1])
-        upd = ~first & (norm > self._still(z[:, 3]))
-        a["dir"][rows] = 0.0   # no direction while the track moves less than the detector noise
-        a["dir"][rows[upd]] = d[upd] / norm[upd, None]
-        a["obs_hist"][rows, n % k] = z[:, :2]
-        a["obs_n"][rows] += 1
+        a["obs_hist"][rows, n % (self.params.direction_delta + 1)] = z[:, :2]
+        a["obs_n"][rows] = n + 1
 
     def _reupdate(self, rows: np.ndarray, z_new: np.ndarray, ts: float) -> None:
         """OC-SORT's observation-centric re-update (Cao et al., CVPR 2023): a track matched
@@ -557,10 +556,10 @@ class Tracker:
                "hash_ts": np.full(n, ts),
                "trail": np.zeros((n, p.trail_length, 2), np.float32),
                "trail_n": np.zeros(n, np.int64),
-               "x_obs": x.copy(), "P_obs": P.copy(), "z_obs": det_c[free].copy(),
-               "obs_hist": np.repeat(det_c[free][:, None, :2], p.direction_delta, axis=1),
-               "obs_n": np.ones(n, np.int64), "dir": np.zeros((n, 2))}
-        for k in _LIVE:
+               "x_obs": x, "P_obs": P, "z_obs": det_c[free],
+               "obs_hist": np.repeat(det_c[free][:, None, :2], p.direction_delta + 1, axis=1),
+               "obs_n": np.ones(n, np.int64)}
+        for k in self._cols:
             a[k] = np.concatenate([a[k], new[k]])
         started = confirmed & fresh
         if started.any():
