@@ -422,6 +422,20 @@ class TrackerConfig(Section):
                             "boxes only, but loses a part of synthetic:conveyor seed 2: kept at 0.03)")
     std_vel0: float = Field(0.6, ge=1e-3, le=100, description="Kalman: initial velocity std, box sizes per second")
     accel: float = Field(0.05, ge=0, le=1000, description="Kalman: white-noise acceleration density")
+    oru_min_gap: int = Field(0, ge=0, le=10000, description="OC-SORT's observation-centric re-update: a track "
+                             "matched again after at least this many missed updates re-runs its filter from its last "
+                             "match along boxes interpolated to the new one, so the velocity it coasted on does not "
+                             "stay in its state (0: off). 2: TUD-Stadtmitte 0.732/0.805/9 -> 0.734/0.806/9 alone, but "
+                             "PETS09 boxes only 64 -> 65 ids, and with OCM on it undoes OCM's gains (PETS09 with video "
+                             "42 -> 45 ids): off by default; 1 (every gap, as OC-SORT) takes TUD IDF1 to 0.750")
+    direction_weight: float = Field(0.2, ge=0, le=10, description="OC-SORT's observation-centric momentum (OCM): "
+                                    "cost += weight x score x (angle between a track's observed direction and "
+                                    "the direction to the detection) / pi, where the IoU gate leaves a choice; "
+                                    "directions shorter than 2 sigma of the detector noise are ignored. 0.2 is "
+                                    "OC-SORT's inertia: TUD-Stadtmitte 0.732/0.805/9 switches -> 0.735/0.808/7, "
+                                    "PETS09 ids 43 -> 42 with video, 64 -> 61 boxes only (0: off)")
+    direction_delta: int = Field(3, ge=1, le=30, description="OCM: a track's direction is taken between its "
+                                 "observations this many matches apart (OC-SORT's delta_t)")
 
 
 # ---------------------------------------------------------------- exposure

@@ -48,6 +48,8 @@ _K = 4  # dHashes remembered per track (the minimum distance over them is used)
 # Per-track columns of the live table and of the lost table.
 _LIVE = ("x", "P", "id", "cls", "label", "score", "hits", "misses", "age", "confirmed",
          "last_ts", "det_index", "hash", "hash_n", "hash_ts", "trail", "trail_n")
+_ORU = ("x_obs", "P_obs", "z_obs")   # only kept while oru_min_gap > 0
+_OCM = ("obs_hist", "obs_n")         # only kept while direction_weight > 0
 _LOST = ("id", "cls", "label", "xywh", "vel", "ts", "hash", "hits")
 
 
@@ -67,7 +69,8 @@ class Tracker:
     # ------------------------------------------------------------------ state
     def reset(self) -> None:
         """Forget every track, id and event; the next id is 1 again."""
-        L = self.params.trail_length
+        p = self.params
+        L = p.trail_length
         self._a: dict[str, np.ndarray] = {
             "x": np.zeros((0, 8)), "P": np.zeros((0, 8, 8)), "id": np.zeros(0, np.int64),
             "cls": np.zeros(0, np.int32), "label": np.zeros(0, object),
@@ -77,7 +80,12 @@ class Tracker:
             "hash": np.zeros((0, _K), np.uint64), "hash_n": np.zeros(0, np.int64),
             "hash_ts": np.zeros(0), "trail": np.zeros((0, L, 2), np.float32),
             "trail_n": np.zeros(0, np.int64),
+            # filter state right after the last match, and that match's box (for ORU)
+            "x_obs": np.zeros((0, 8)), "P_obs": np.zeros((0, 8, 8)), "z_obs": np.zeros((0, 4)),
+            # the last direction_delta + 1 observed centres (a ring) and how many were pushed (OCM)
+            "obs_hist": np.zeros((0, p.direction_delta + 1, 2)), "obs_n": np.zeros(0, np.int64),
         }
+        self._cols = _LIVE + (_ORU if p.oru_min_gap > 0 else ()) + (_OCM if p.direction_weight > 0 else ())
         self._lost: dict[str, np.ndarray] = {
             "id": np.zeros(0, np.int64), "cls": np.zeros(0, np.int32), "label": np.zeros(0, object),
             "xywh": np.zeros((0, 4)), "vel": np.zeros((0, 4)), "ts": np.zeros(0),
@@ -115,7 +123,7 @@ class Tracker:
 
     def _keep(self, mask: np.ndarray) -> None:
         a = self._a
-        for k in _LIVE:
+        for k in self._cols:
             a[k] = a[k][mask]
 
     # ------------------------------------------------------------------ API
@@ -194,6 +202,8 @@ class Tracker:
                     need(np.flatnonzero(amb))
                     ham = self._track_hamming(a["hash"], a["hash_n"], det_hash, det_hv)
                     cost = cost + p.appearance_weight * np.where(ham >= 0, ham, 0) / 64.0
+            if p.direction_weight > 0:
+                cost = cost + p.direction_weight * self._direction_cost(gate, det_c, detections.score)
             rows, cols = gated_assignment(cost, gate)
             if p.distance_gate > 0:
                 rows, cols = self._second_stage(rows, cols, det_c, same, need, det_hash, det_hv)
@@ -217,9 +227,17 @@ class Tracker:
 
         # ---- matched tracks
         if rows.size:
+            if p.oru_min_gap > 0:
+                self._reupdate(rows, det_c[cols], ts)
             x_new, P_new = self.kf.update(a["x"][rows], a["P"][rows], det_c[cols])
             a["x"][rows] = x_new
             a["P"][rows] = P_new
+            if p.oru_min_gap > 0:
+                a["x_obs"][rows] = x_new
+                a["P_obs"][rows] = P_new
+                a["z_obs"][rows] = det_c[cols]
+            if p.direction_weight > 0:
+                self._observe(rows, det_c[cols])
             a["hits"][rows] += 1
             a["misses"][rows] = -1  # +1 below
             a["last_ts"][rows] = ts
@@ -347,6 +365,83 @@ class Tracker:
         r2, c2 = gated_assignment(cost, gate)
         return np.concatenate([rows, ti[r2]]), np.concatenate([cols, di[c2]])
 
+    def _direction_cost(self, gate: np.ndarray, det_c: np.ndarray, score: np.ndarray) -> np.ndarray:
+        """OC-SORT's observation-centric momentum (OCM): for each gated (track, detection)
+        pair, the angle between the track's observed direction of motion and the direction
+        from its last observation to the detection, as a fraction of pi (0: straight on,
+        1: turning back), weighted by the detection's score as OC-SORT does. It decides
+        between people crossing, where IoU with the prediction alone is ambiguous. Computed
+        only for the rows and columns where the gate leaves a choice; 0 elsewhere and for
+        tracks with fewer than two observations."""
+        a = self._a
+        out = np.zeros(gate.shape)
+        rc, cc = gate.sum(axis=1), gate.sum(axis=0)
+        amb = gate & ((rc > 1)[:, None] | (cc > 1)[None, :])
+        amb &= (a["obs_n"] >= 2)[:, None]
+        if not amb.any():
+            return out
+        r, c = np.nonzero(amb)
+        k = self.params.direction_delta
+        m = k + 1
+        n_obs = a["obs_n"][r]
+        hist = a["obs_hist"][r]
+        at = np.arange(r.size)
+        newest = hist[at, (n_obs - 1) % m]
+        # the track's direction: from its observation k matches before its newest to the newest
+        tdir = newest - hist[at, np.maximum(n_obs - 1 - k, 0) % m]
+        tn = np.hypot(tdir[:, 0], tdir[:, 1])
+        # the candidate's: from the observation k steps before the detection to the detection
+        d = det_c[c, :2] - hist[at, np.maximum(n_obs - k, 0) % m]
+        n = np.hypot(d[:, 0], d[:, 1])
+        # no direction while the track moves less than the detector noise
+        ok = (n > self._still(det_c[c, 3])) & (tn > self._still(a["x"][r, 3]))
+        cosang = np.einsum("ij,ij->i", tdir, d) / np.maximum(n * tn, 1e-12)
+        ang = np.arccos(np.clip(cosang, -1.0, 1.0)) / math.pi
+        out[r[ok], c[ok]] = ang[ok] * score[c[ok]]
+        return out
+
+    def _still(self, h: np.ndarray) -> np.ndarray:
+        """Displacement below which a direction is noise: 2 sigma of the difference of two
+        detections (each with std_meas x height of position noise)."""
+        return 2.0 * math.sqrt(2.0) * self.params.std_meas * h
+
+    def _observe(self, rows: np.ndarray, z: np.ndarray) -> None:
+        """Push matched centres into the observation rings (directions are computed when used)."""
+        a = self._a
+        n = a["obs_n"][rows]
+        a["obs_hist"][rows, n % (self.params.direction_delta + 1)] = z[:, :2]
+        a["obs_n"][rows] = n + 1
+
+    def _reupdate(self, rows: np.ndarray, z_new: np.ndarray, ts: float) -> None:
+        """OC-SORT's observation-centric re-update (Cao et al., CVPR 2023): a track matched
+        again after g missed updates has coasted on its old velocity, and its covariance grew
+        with it, so a plain update would split the error between a wrong position and a
+        wrong velocity. Instead its state is restored to the one after its last match and
+        the filter is run along a virtual trajectory: g updates with boxes interpolated
+        linearly between the last observation and the new one, at evenly spaced times
+        (then the caller's normal update with the new box). Tracks with the same gap share
+        their last-match time, so each gap length is one batched pass (in place on a["x"],
+        a["P"]; gaps are rare, so this costs nothing on most updates)."""
+        a = self._a
+        gap = a["misses"][rows]
+        sel = gap >= self.params.oru_min_gap
+        if not sel.any():
+            return
+        kf = self.kf
+        for g in np.unique(gap[sel]).tolist():
+            m = (gap == g) & sel
+            r = rows[m]
+            n = g + 1
+            dt = (ts - float(a["last_ts"][r[0]])) / n
+            x, P = a["x_obs"][r].copy(), a["P_obs"][r].copy()
+            z0, z1 = a["z_obs"][r], z_new[m]
+            for k in range(1, n):
+                kf.predict(x, P, dt)
+                x, P = kf.update(x, P, z0 + (k / n) * (z1 - z0))
+            kf.predict(x, P, dt)
+            a["x"][r] = x
+            a["P"][r] = P
+
     def _outside_image(self, x: np.ndarray) -> np.ndarray:
         if self._img_size is None:
             return np.zeros(x.shape[0], bool)
@@ -460,8 +555,11 @@ class Tracker:
                "det_index": free.astype(np.int32), "hash": hsh, "hash_n": hv.astype(np.int64),
                "hash_ts": np.full(n, ts),
                "trail": np.zeros((n, p.trail_length, 2), np.float32),
-               "trail_n": np.zeros(n, np.int64)}
-        for k in _LIVE:
+               "trail_n": np.zeros(n, np.int64),
+               "x_obs": x, "P_obs": P, "z_obs": det_c[free],
+               "obs_hist": np.repeat(det_c[free][:, None, :2], p.direction_delta + 1, axis=1),
+               "obs_n": np.ones(n, np.int64)}
+        for k in self._cols:
             a[k] = np.concatenate([a[k], new[k]])
         started = confirmed & fresh
         if started.any():
