@@ -501,7 +501,7 @@ def benchmark(cameras: Sequence[int] = DEFAULT_CAMERAS, seconds: float = 6.0, wa
         "detector": "yolo (YOLOv3-tiny, every frame)", "cameras": list(cameras), "modes": run_modes,
         "seconds": seconds, "warmup_s": warmup, "rounds": rounds, "notes": notes,
         "load_avg_1m_start": load_start,
-        "inference_limit": {"images_per_s": limit, "rounds": limits},
+        "inference_limit": {"images_per_s": round(limit, 2) if limit else limit, "rounds": limits},
         "results": results, "errors": errors, "offline_process": offline,
         "raw": {m: {str(n): v for n, v in d.items()} for m, d in raw.items()},
         "machine": machine(),
