@@ -78,7 +78,7 @@ def run_pipeline(path: str, n: int, with_tracks: bool = False) -> dict[str, floa
 
     cfg = parse_config({"cameras": [{"name": "bench", "source": "synthetic:crossing", "detector": "none"}]})
     an = build_analyzer(cfg.cameras[0], cfg)
-    ex = LongExposure(mode=cfg.exposure.mode, alpha=cfg.exposure.alpha, trails=cfg.exposure.trails)
+    ex = LongExposure(cfg.exposure)
     hub = FrameHub("bench", quality=80)
     cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
     t = {"decode": 0.0, "track": 0.0, "exposure": 0.0, "draw": 0.0, "encode": 0.0}

@@ -37,10 +37,13 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping
+from typing import Any
 
 import cv2
 import numpy as np
 
+from core.config import ExposureConfig, resolve_section
 from core.memsize import array_bytes
 
 __all__ = ["LongExposure", "EXPOSURE_MODES"]
@@ -55,26 +58,19 @@ IDLE_EVERY = 4  # unwatched EMA: one accumulation per this many frames (module d
 class LongExposure:
     """Running average of frames; see the module docstring.
 
-    mode: "ema" | "window". alpha: EMA weight of the newest frame, 0.001..1 (default 0.05).
-    window: frames in the window mean, 2..1000 (default 50). trails: blend the current
-    frame over the average. trails_weight: weight of the current frame 0..1 (default 0.5).
-    max_memory_mb: cap on the window ring buffer, 16..16384 (default 1024).
+    Configured by its `exposure:` section (core.config.ExposureConfig: mode, alpha, window,
+    trails, trails_weight, with their defaults and bounds); keyword arguments override fields
+    of `cfg` (bad ones raise ValueError naming the key). max_memory_mb: cap on the window ring
+    buffer, 16..16384 (default 1024; not a config key).
     Thread-safe: update() and image() may be called from different threads.
     """
 
-    def __init__(self, mode: str = "ema", alpha: float = 0.05, window: int = 50,
-                 trails: bool = False, trails_weight: float = 0.5,
-                 max_memory_mb: float = 1024.0) -> None:
-        if mode not in EXPOSURE_MODES:
-            raise ValueError(f"mode must be one of {EXPOSURE_MODES}, got {mode!r}")
-        if not 0.001 <= float(alpha) <= 1.0:
-            raise ValueError(f"alpha must be in 0.001..1, got {alpha}")
-        if not 2 <= int(window) <= 1000:
-            raise ValueError(f"window must be in 2..1000 frames, got {window}")
-        if not 0.0 <= float(trails_weight) <= 1.0:
-            raise ValueError(f"trails_weight must be in 0..1, got {trails_weight}")
+    def __init__(self, cfg: ExposureConfig | Mapping[str, Any] | None = None, /, *,
+                 max_memory_mb: float = 1024.0, **overrides: Any) -> None:
+        c = resolve_section(ExposureConfig, cfg, overrides, where="exposure")
         if not 16 <= float(max_memory_mb) <= 16384:
             raise ValueError(f"max_memory_mb must be in 16..16384, got {max_memory_mb}")
+        mode, alpha, window, trails, trails_weight = c.mode, c.alpha, c.window, c.trails, c.trails_weight
         self.mode = mode
         self.alpha = float(alpha)
         self.window = int(window)

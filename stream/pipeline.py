@@ -55,9 +55,7 @@ class CameraPipeline:
         self.analyzer: Analyzer = build_analyzer(cam, cfg, detector=detector, emit=self._emit)
         self.overlay_hub = FrameHub(f"{cam.name}/overlay", quality=cfg.server.jpeg_quality)
         self.exposure_hub = FrameHub(f"{cam.name}/exposure", quality=cfg.server.jpeg_quality)
-        ex = cfg.exposure
-        self.exposure = LongExposure(mode=ex.mode, alpha=ex.alpha, window=ex.window,
-                                     trails=ex.trails, trails_weight=ex.trails_weight)
+        self.exposure = LongExposure(cfg.exposure)
         resize = (cam.resize.width, cam.resize.height) if cam.resize else None
         rc = cam.reconnect
         self.capture = Capture(

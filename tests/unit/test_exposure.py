@@ -26,7 +26,7 @@ def _moving_square(n: int, h: int = 60, w: int = 96, size: int = 12, step: int =
 def test_window_mean_is_exact_on_moving_square():
     frames = _moving_square(40)
     n = 7
-    exp = LongExposure("window", window=n)
+    exp = LongExposure(mode="window", window=n, trails=False)
     for i, f in enumerate(frames):
         exp.update(f)
         got = exp.image()
@@ -41,7 +41,7 @@ def test_window_mean_is_exact_on_moving_square():
 @pytest.mark.parametrize("trails", [False, True])
 def test_static_scene_returns_the_scene(mode, trails):
     img = np.random.default_rng(1).integers(0, 256, (48, 64, 3), dtype=np.uint8)
-    exp = LongExposure(mode, alpha=0.3, window=5, trails=trails, trails_weight=1.0)
+    exp = LongExposure(mode=mode, alpha=0.3, window=5, trails=trails, trails_weight=1.0)
     assert exp.image() is None
     for _ in range(12):
         exp.update(img)
@@ -52,7 +52,7 @@ def test_ema_converges_like_the_formula():
     a = np.full((16, 16, 3), 200, np.uint8)
     b = np.full((16, 16, 3), 40, np.uint8)
     alpha = 0.1
-    exp = LongExposure("ema", alpha=alpha)
+    exp = LongExposure(mode="ema", alpha=alpha, trails=False)
     exp.update(a)
     for k in range(1, 61):
         exp.update(b)
@@ -62,7 +62,7 @@ def test_ema_converges_like_the_formula():
 
 
 def test_resolution_change_and_manual_reset():
-    exp = LongExposure("window", window=4)
+    exp = LongExposure(mode="window", window=4, trails=False)
     for _ in range(5):
         exp.update(np.full((20, 30, 3), 100, np.uint8))
     exp.update(np.full((10, 12, 3), 7, np.uint8))
@@ -78,8 +78,8 @@ def test_resolution_change_and_manual_reset():
 def test_trails_show_current_object_and_fading_trail():
     h, w = 40, 200
     bg = np.full((h, w, 3), 30, np.uint8)
-    exp = LongExposure("ema", alpha=0.1, trails=True, trails_weight=0.5)
-    plain = LongExposure("ema", alpha=0.1)
+    exp = LongExposure(mode="ema", alpha=0.1, trails=True, trails_weight=0.5)
+    plain = LongExposure(mode="ema", alpha=0.1, trails=False)
     for _ in range(30):
         exp.update(bg), plain.update(bg)
     for i in range(30):
@@ -102,7 +102,7 @@ def test_trails_show_current_object_and_fading_trail():
 
 
 def test_image_is_consistent_while_another_thread_updates():
-    exp = LongExposure("window", window=8)
+    exp = LongExposure(mode="window", window=8, trails=False)
     vals = list(range(0, 250, 10))
     stop = threading.Event()
     bad: list[str] = []
@@ -128,7 +128,7 @@ def test_image_is_consistent_while_another_thread_updates():
 
 
 def test_window_memory_cap_and_bounds():
-    exp = LongExposure("window", window=1000, max_memory_mb=16)
+    exp = LongExposure(mode="window", window=1000, max_memory_mb=16, trails=False)
     exp.update(np.zeros((576, 768, 3), np.uint8))
     frame_bytes = 576 * 768 * 3
     assert exp.effective_window == (16 * 2**20) // frame_bytes
@@ -148,7 +148,7 @@ def test_unwatched_ema_accumulates_a_quarter_of_the_frames_with_the_same_time_co
     from stream.exposure import IDLE_EVERY
 
     frames = _moving_square(120, step=1)
-    watched, idle = LongExposure("ema", alpha=0.05), LongExposure("ema", alpha=0.05)
+    watched, idle = (LongExposure(mode="ema", alpha=0.05, trails=False) for _ in range(2))
     for f in frames:
         watched.update(f)
         idle.update(f, watched=False)
@@ -167,7 +167,7 @@ def test_unwatched_ema_accumulates_a_quarter_of_the_frames_with_the_same_time_co
     diff = np.abs(idle.image().astype(int) - watched.image().astype(int))
     assert diff.max() <= 2, diff.max()
     # a static scene: the same picture as accumulating every frame
-    a, b = LongExposure("ema", alpha=0.2), LongExposure("ema", alpha=0.2)
+    a, b = (LongExposure(mode="ema", alpha=0.2, trails=False) for _ in range(2))
     start, scene = frames[0], frames[60]
     a.update(start), b.update(start)
     for _ in range(40):
@@ -183,7 +183,7 @@ def test_unwatched_ema_accumulates_a_quarter_of_the_frames_with_the_same_time_co
 
 def test_window_mode_keeps_every_frame_unwatched():
     frames = _moving_square(20)
-    a, b = LongExposure("window", window=5), LongExposure("window", window=5)
+    a, b = (LongExposure(mode="window", window=5, trails=False) for _ in range(2))
     for f in frames:
         a.update(f)
         b.update(f, watched=False)
