@@ -9,12 +9,14 @@ import csv
 import time
 from datetime import datetime, timezone
 
+import pytest
 import requests
 
 from tests.integration.webutil import make_config, running_server
 from tests.real.test_browser import ARTIFACTS, _wait, browser  # noqa: F401 - the fixture
 from tests.real.test_dashboard_a11y import CONTRAST_JS
 
+JS_LOADED = "const r = document.getElementById('rows'); return r && r.dataset.loaded"
 JS_ROWS = "return Array.from(document.querySelectorAll('#rows tr')).map(r => [+r.dataset.id, r.children[2].textContent, r.children[3].textContent])"
 
 
@@ -58,7 +60,10 @@ def test_review_page_in_chromium(browser, tmp_path):  # noqa: F811 - pytest fixt
         base = srv.base
         ev = _crossing_with_clip(base)
         assert ev is not None, "no line crossing with a readable clip within 60 s"
-        # freeze the list: everything up to now (the cameras keep adding events)
+        # freeze the list: everything up to now (the cameras keep adding events). `until` is
+        # cut to whole seconds: wait first, so that the crossing found above is older than it
+        # (one found in the same second was cut off the filtered list: no belt rows at all)
+        time.sleep(1.1)
         until = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
         time.sleep(1.1)
         browser.get(f"{base}/review?until={until}")
@@ -75,8 +80,15 @@ def test_review_page_in_chromium(browser, tmp_path):  # noqa: F811 - pytest fixt
             document.getElementById('f-kind').value = 'line_crossed';
             document.getElementById('apply').click();""")
         assert _wait(lambda: "camera=belt" in browser.current_url and "kind=line_crossed" in browser.current_url)
-        assert _wait(lambda: (lambda rows: rows and all(r[1] == "belt" and r[2] == "line_crossed" for r in rows))(
+        filtered = _wait(lambda: (lambda rows: rows and all(r[1] == "belt" and r[2] == "line_crossed" for r in rows))(
             browser.execute_script(JS_ROWS)))
+        if not filtered:  # say what the page showed and what the API holds for the same filter
+            pytest.fail(f"the filtered list never showed only belt crossings: url {browser.current_url}, "
+                        f"rows {browser.execute_script(JS_ROWS)[:5]}, loaded "
+                        f"{browser.execute_script(JS_LOADED)}, "
+                        f"API {_api_walk(base, {'camera': 'belt', 'kind': 'line_crossed', 'until': until})[:5]}, "
+                        f"crossing {ev['id']} at {ev.get('ts')}, until {until}, "
+                        f"console {browser.get_log('browser')[-5:] if hasattr(browser, 'get_log') else '?'}")
         rows = browser.execute_script(JS_ROWS)
         want = _api_walk(base, {"camera": "belt", "kind": "line_crossed", "until": until})
         assert [r[0] for r in rows] == want[:50]
