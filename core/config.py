@@ -659,6 +659,10 @@ class DefectWatchConfig(Section):
     blur_sigma: float = Field(1.0, ge=0, le=10, description="Gaussian blur before differencing")
     max_pending: int = Field(64, ge=1, le=10000, description="parts waiting for a reference; the oldest beyond "
                              "this gets UNKNOWN")
+    pending_parts: int = Field(200, ge=0, le=1_000_000, description="a part matching no reference waits "
+                               "for alike parts (to learn one) while at most this many later parts cross, then "
+                               "is judged alone (nearest-size reference, else UNKNOWN); bounds the learning "
+                               "pool by parts, not hours (0: wait until max_pending)")
     max_verdicts: int = Field(10000, ge=1, le=10_000_000, description="verdict records kept")
     track_ttl: int = Field(50, ge=1, le=100000, description="frames a vanished track's side is remembered")
     snapshot: bool = Field(True, description="attach a JPEG of the judged crop to verdict events")

@@ -12,7 +12,8 @@ judged against it (retroactively, in crossing order).
 
 The library decides *against which reference* a part is judged; `Judgement`s carry that
 decision and the comparison, and the watch turns them into verdicts. Memory is bounded: the
-pool (`max_pending`: the oldest beyond it is given up, reference None) and the pairwise
+pool (`pending_parts`: a part waits while at most this many later parts cross, then is
+judged alone; `max_pending`: the oldest beyond it is given up, reference None) and the pairwise
 dissimilarity cache (4096 pairs).
 """
 from __future__ import annotations
@@ -131,12 +132,27 @@ class ShapeLibrary:
                 out.extend(self._learn(group))
                 continue
             self.pending.pop(0)
-            cands = self.candidates(first)
-            if cands:
-                out.append(Judgement(first, cands[0], self.compare(cands[0], first), True))
-            else:
-                out.append(Judgement(first, None, None, True))
+            out.append(self._judge_alone(first))
         return out
+
+    def expire(self, part: int) -> list[Judgement]:
+        """Give up waiting for parts that crossed more than `pending_parts` parts before
+        `part` (the one crossing now): each is judged as at the end of a stream, against the
+        nearest-size candidate reference or with none. Without this, a shape that never
+        comes back keeps its crops (~0.5 MB each) in the pool until `max_pending` is
+        reached, hours later on a real line: memory that grows all that time."""
+        limit = self.cfg.pending_parts
+        out: list[Judgement] = []
+        while limit and self.pending and part - self.pending[0].part > limit:
+            out.append(self._judge_alone(self.pending.pop(0)))
+        return out
+
+    def _judge_alone(self, item: PartCrop) -> Judgement:
+        """A part no group of alike parts learned a reference for (retro)."""
+        cands = self.candidates(item)
+        if cands:
+            return Judgement(item, cands[0], self.compare(cands[0], item), True)
+        return Judgement(item, None, None, True)
 
     def _learn(self, group: list[PartCrop]) -> list[Judgement]:
         ref = learn_reference(group, self.cfg, len(self.references))

@@ -258,6 +258,7 @@ class DefectWatch:
                                   label=item.serial, box=item.box, frame_seq=item.frame_seq,
                                   data={"text": item.serial, "confidence": round(item.serial_conf, 1),
                                         "part": part}), None))
+        out.extend(self._verdict(j, snap) for j in self._shapes.expire(part))
         m = self._shapes.match(item)
         if m is not None:
             out.append(self._verdict(Judgement(item, m[0], m[1], False), snap))

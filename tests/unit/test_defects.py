@@ -313,3 +313,31 @@ def test_conveyor_evaluator_on_scripted_truth():
     assert (s["parts"], s["parts_true"], s["count_exact"]) == (3, 3, True)
     assert (s["tp"], s["fp"], s["fn"], s["tn"]) == (1, 0, 0, 2)
     assert s["references"] == 1 and ev.match == {1: 11, 2: 12, 3: 13}
+
+
+def test_pending_parts_expire_after_later_crossings():
+    """A part of a shape that never comes back is judged alone once `pending_parts` later
+    parts have crossed (the learning pool does not keep its crop for hours)."""
+    w = DefectWatch("cam", ocr=False, learn_parts=3, pending_parts=4)
+    line = Line(w)
+    odd = verdict_events(line.part(part_image(1, shape="square")))
+    assert odd == [] and w.counters()["pending"] == 1
+    got = []
+    for k in range(4):   # parts 2..5: plates; three learn a reference, the square still waits
+        got += verdict_events(line.part(part_image(k + 2)))
+    assert w.counters()["pending"] == 1 and w.counters()["references"] == 1
+    got += verdict_events(line.part(part_image(6)))   # 5 parts after the square: it is judged
+    square = [e for e in got if e.data["part"] == 1]
+    assert len(square) == 1 and square[0].data["retro"]
+    assert square[0].data["verdict"] in (UNKNOWN, DEFECT)   # unlike the plate reference
+    assert w.counters()["pending"] == 0
+    assert sorted(e.data["part"] for e in got) == [1, 2, 3, 4, 5, 6]   # every part judged once
+
+
+def test_pending_parts_zero_waits_for_max_pending():
+    w = DefectWatch("cam", ocr=False, learn_parts=3, pending_parts=0, max_pending=64)
+    line = Line(w)
+    line.part(part_image(1, shape="square"))
+    for k in range(8):
+        line.part(part_image(k + 2))
+    assert w.counters()["pending"] == 1
