@@ -38,6 +38,10 @@ def setup_environment() -> None:
     # open spends ~1.2 s probing the stream (0.25 s with these); prefer TCP interleaving.
     os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS",
                           "rtsp_transport;tcp|analyzeduration;100000|probesize;500000")
+    # numpy's OpenBLAS splits every matmul over all cores and its threads spin while waiting:
+    # the tracker's dHash of a few part crops took 5.6 ms instead of 0.29 ms next to one other
+    # busy thread (0.38 vs 0.23 ms alone). Vigil's parallelism is its camera threads, not BLAS.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     _limit_malloc_arenas()
 
 

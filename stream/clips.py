@@ -44,7 +44,7 @@ class ClipRecorder:
     def __init__(self, camera: str, folder: str | Path, pre_roll_s: float = 2.0, post_roll_s: float = 3.0,
                  max_clip_s: float = 30.0, max_ring_mb: float = 96.0, max_mb: float = 1000.0,
                  retention_days: float = 30.0, fps: float | None = None, crf: int = 26,
-                 max_queue_mb: float = 64.0) -> None:
+                 max_queue_mb: float = 64.0, preset: str = "ultrafast") -> None:
         self.camera = camera
         self.folder = Path(folder) / camera
         self.pre_roll_s = float(pre_roll_s)
@@ -62,6 +62,7 @@ class ClipRecorder:
         self.retention_s = float(retention_days) * 86400.0
         self.fps = fps
         self.crf = int(crf)
+        self.preset = preset
         self._ring: collections.deque[Frame] = collections.deque()
         self._ring_bytes = 0
         self._lock = threading.Lock()
@@ -136,7 +137,7 @@ class ClipRecorder:
         try:
             # one encoder thread: clips are short and rare, and x264's frame threads each
             # hold frame buffers (the soak showed +40 MB while several clips were open)
-            with Mp4Writer(tmp, fps, crf=self.crf, threads=1) as w:
+            with Mp4Writer(tmp, fps, crf=self.crf, preset=self.preset, threads=1) as w:
                 while True:
                     img = clip.queue.get(timeout=self.max_clip_s + self.post_roll_s + 10)
                     if img is None:

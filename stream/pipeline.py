@@ -87,7 +87,8 @@ class CameraPipeline:
             c = cam.clips
             self.clips = ClipRecorder(cam.name, Path(cfg.paths.data) / "clips", c.pre_roll_s, c.post_roll_s,
                                       c.max_clip_s, c.max_ring_mb, c.max_mb, cfg.events.retention_days,
-                                      fps=cam.fps, crf=c.crf, max_queue_mb=c.max_queue_mb)
+                                      fps=cam.fps, crf=c.crf, max_queue_mb=c.max_queue_mb,
+                                      preset=c.preset)
             self._clip_kinds = frozenset(c.kinds)
 
     # ------------------------------------------------------------ lifecycle

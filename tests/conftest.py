@@ -6,7 +6,11 @@ import os
 import sys
 from pathlib import Path
 
-import pytest
+# as main.py's setup_environment does for every command, before numpy loads: single-threaded
+# OpenBLAS (its spinning threads cost the camera threads up to 20x on small matmuls)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:

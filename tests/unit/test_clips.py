@@ -108,3 +108,30 @@ def test_a_clip_being_written_says_so_until_readable(tmp_path):
     assert rec.recording_left_s(name) is None
     assert rec.recording_left_s("cam-20260101T000000-99.mp4") is None  # never started
     _close(rec)
+
+
+
+def test_encoder_uses_the_configured_preset(tmp_path, monkeypatch):
+    """The clip encoder is x264 with the camera's `clips.preset` (ultrafast by default: the
+    live pipeline shares the CPU with it) in one thread."""
+    import stream.clips as clips
+    seen: list[dict] = []
+    real = clips.Mp4Writer
+
+    class Spy(real):
+        def __init__(self, *a, **k):
+            seen.append(k)
+            super().__init__(*a, **k)
+    monkeypatch.setattr(clips, "Mp4Writer", Spy)
+    for preset in ("superfast", None):
+        kw = {} if preset is None else {"preset": preset}
+        rec = ClipRecorder("cam", tmp_path / str(preset), pre_roll_s=0.5, post_roll_s=0.2, fps=25.0, **kw)
+        frames = list(_frames(40))
+        for f in frames[:20]:
+            rec.add(f)
+        name = rec.trigger(frames[19].ts)
+        for f in frames[20:]:
+            rec.add(f)
+        _close(rec)
+        assert _count(rec.path(name)) > 0
+    assert [(k["preset"], k["threads"]) for k in seen] == [("superfast", 1), ("ultrafast", 1)]
