@@ -104,7 +104,7 @@ def test_values_are_plain_data_and_readiness_is_honest(monkeypatch):
 def test_not_ready_when_nothing_works():
     cams = [{"name": "gone", "source": f"rtsp://127.0.0.1:{_closed_port()}/x", "detector": "none",
              "open_timeout_s": 0.5, "reconnect": {"max_attempts": 1}}]
-    with running_server(make_config(cams)) as srv:
+    with running_server(make_config(cams), wait_ready=False) as srv:
         b = srv.base
         assert wait_until(lambda: requests.get(b + "/api/cameras/gone", timeout=5).json()["state"]
                           == "FAILED", timeout=20) is not None

@@ -43,7 +43,7 @@ def test_contrast_and_placeholder(browser):  # noqa: F811 - pytest fixture
     # a webhook nobody listens to: the header names the failing sink
     cfg = cfg.model_copy(update={"events": cfg.events.model_copy(update={"webhooks": [
         WebhookConfig(url="http://127.0.0.1:9/hook", retries=0, timeout_s=0.5)]})})
-    with running_server(cfg) as srv:
+    with running_server(cfg, wait_ready=False) as srv:  # "gone" never makes it ready
         browser.get(srv.base + "/")
         assert _wait(lambda: browser.execute_script("return document.querySelectorAll('.cam').length == 2"))
         # a snapshot link in the feed (track events of the crossing scene) and both states shown
