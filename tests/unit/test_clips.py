@@ -36,15 +36,21 @@ def _count(path):
         return sum(1 for _ in c.decode(st))
 
 
-def test_clip_has_pre_and_post_roll(tmp_path):
-    rec = ClipRecorder("cam", tmp_path, pre_roll_s=1.0, post_roll_s=2.0, fps=25.0)
-    frames = list(_frames(200))
-    for f in frames[:100]:
+def _record(rec: ClipRecorder, n: int, event_at: int) -> str:
+    """n frames through `rec` with one event on frame `event_at`, then close: the clip's name."""
+    frames = list(_frames(n))
+    for f in frames[:event_at + 1]:
         rec.add(f)
-    name = rec.trigger(frames[99].ts)
-    for f in frames[100:]:
+    name = rec.trigger(frames[event_at].ts)
+    for f in frames[event_at + 1:]:
         rec.add(f)
     _close(rec)
+    return name
+
+
+def test_clip_has_pre_and_post_roll(tmp_path):
+    rec = ClipRecorder("cam", tmp_path, pre_roll_s=1.0, post_roll_s=2.0, fps=25.0)
+    name = _record(rec, 200, 99)
     p = rec.path(name)
     assert p is not None and p.suffix == ".mp4"
     n = _count(p)
@@ -110,11 +116,10 @@ def test_a_clip_being_written_says_so_until_readable(tmp_path):
     _close(rec)
 
 
-
 def test_encoder_uses_the_configured_preset(tmp_path, monkeypatch):
     """The clip encoder is x264 with the camera's `clips.preset` (ultrafast by default: the
     live pipeline shares the CPU with it) in one thread."""
-    import stream.clips as clips
+    from stream import clips
     seen: list[dict] = []
     real = clips.Mp4Writer
 
@@ -126,12 +131,5 @@ def test_encoder_uses_the_configured_preset(tmp_path, monkeypatch):
     for preset in ("superfast", None):
         kw = {} if preset is None else {"preset": preset}
         rec = ClipRecorder("cam", tmp_path / str(preset), pre_roll_s=0.5, post_roll_s=0.2, fps=25.0, **kw)
-        frames = list(_frames(40))
-        for f in frames[:20]:
-            rec.add(f)
-        name = rec.trigger(frames[19].ts)
-        for f in frames[20:]:
-            rec.add(f)
-        _close(rec)
-        assert _count(rec.path(name)) > 0
+        assert _count(rec.path(_record(rec, 40, 19))) > 0
     assert [(k["preset"], k["threads"]) for k in seen] == [("superfast", 1), ("ultrafast", 1)]
